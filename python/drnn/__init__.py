@@ -1,0 +1,28 @@
+"""drnn -- fast CPU inference for pretrained recurrent networks.
+
+    import drnn
+    model = drnn.DRNN([drnn.Embedding(...), drnn.LSTM(...), drnn.Dense(...)])
+    y = model.predict(x)
+    model.save("model.safetensors"); model = drnn.load("model.safetensors")
+    model = drnn.from_torch(torch_module)
+
+Layers live in drnn.layers, the model in drnn.model, loaders in drnn.io;
+the C kernels behind them in the extension module drnn._core.
+"""
+from . import _core
+from ._torch import from_torch
+from .errors import DrnnError, DtypeError, FormatError, ShapeError, UnsupportedError
+from .io import load
+from .layers import GRU, LSTM, RNN, Dense, Embedding, Layer
+from .model import DRNN
+
+__version__ = "0.1.0"
+
+__all__ = ["DRNN", "Embedding", "RNN", "LSTM", "GRU", "Dense", "Layer", "load", "from_torch",
+           "cpu_info", "DrnnError", "ShapeError", "DtypeError", "FormatError",
+           "UnsupportedError", "__version__"]
+
+
+def cpu_info():
+    """Which instruction set the kernels use, and what this CPU supports."""
+    return {"isa": _core.isa_name(), "features": _core.cpu_features()}

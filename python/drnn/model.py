@@ -1,0 +1,252 @@
+"""drnn.DRNN: a stack of layers and its predict().
+
+predict() turns every accepted input form into one padded, batch-first
+float32 (or int64 token id) array plus per-sequence lengths, runs the layers
+in order, and turns the result back into the caller's form:
+
+    3-D (batch, time, features)        -> (batch, time, out)
+    2-D (time, features)               -> (time, out)   one sequence
+    list of (time_i, features)         -> list of (time_i, out)
+    token ids (batch, time) / (time,) / list of 1-D when layer 0 is an Embedding
+
+Recurrent state follows PyTorch's layout: per recurrent layer, h_n of shape
+(layers*directions, batch, H_out) and for an LSTM also c_n (layers*directions,
+batch, hidden); for an unbatched input the batch axis is absent.  A model
+with one recurrent layer takes and returns that entry itself (h_n, or the
+tuple (h_n, c_n)); a model with several takes and returns a list of them.
+"""
+import numpy as np
+
+from .errors import DtypeError, ShapeError, UnsupportedError
+from .layers import Dense, Embedding, Layer, Recurrent
+
+__all__ = ["DRNN"]
+
+
+class DRNN:
+    """A deep recurrent network: Embedding?, recurrent layers, Dense layers, chained in order.
+
+    Models are immutable after construction and safe to share across threads.
+    """
+
+    def __init__(self, layers):
+        layers = list(layers)
+        if not layers:
+            raise ShapeError("DRNN: expected at least one layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise UnsupportedError(f"DRNN: layer {i} is a {type(layer).__name__}, "
+                                       "expected a drnn layer (Embedding, RNN, LSTM, GRU, Dense)")
+            if isinstance(layer, Embedding) and i != 0:
+                raise UnsupportedError(f"DRNN: an Embedding must be the first layer, found at {i}")
+        sequence = True     # does the running value still have a time axis?
+        for i in range(1, len(layers)):
+            prev, layer = layers[i - 1], layers[i]
+            if layer.input_size != prev.output_size:
+                raise ShapeError(f"DRNN: layer {i} ({layer.kind}) expects {layer.input_size} "
+                                 f"features but layer {i - 1} ({prev.kind}) gives {prev.output_size}")
+        for i, layer in enumerate(layers):
+            if isinstance(layer, Recurrent):
+                if not sequence:
+                    raise ShapeError(f"DRNN: layer {i} ({layer.kind}) needs sequences but an "
+                                     "earlier layer returns only the last step")
+                sequence = layer.return_sequences
+        self.layers = tuple(layers)
+        self._recurrent = [i for i, l in enumerate(layers) if isinstance(l, Recurrent)]
+        self._returns_sequences = sequence
+
+    # -- description -------------------------------------------------------
+    @property
+    def takes_tokens(self):
+        return isinstance(self.layers[0], Embedding)
+
+    @property
+    def input_size(self):
+        """Features per step (None when the model takes token ids)."""
+        return self.layers[0].input_size
+
+    @property
+    def output_size(self):
+        return self.layers[-1].output_size
+
+    @property
+    def returns_sequences(self):
+        return self._returns_sequences
+
+    @property
+    def num_parameters(self):
+        return sum(l.num_parameters for l in self.layers)
+
+    def config(self):
+        return {"layers": [l.config() for l in self.layers]}
+
+    def __repr__(self):
+        inner = ",\n  ".join(repr(l) for l in self.layers)
+        return f"DRNN([\n  {inner}\n])"
+
+    def __reduce__(self):
+        return (DRNN, (list(self.layers),))
+
+    def save(self, path):
+        """Write the model in drnn's own format (safetensors + architecture JSON)."""
+        from .io.native import save
+        save(self, path)
+
+    # -- input handling ----------------------------------------------------
+    def _check_dtype(self, arr, what):
+        if self.takes_tokens:
+            if arr.dtype.kind not in "iu":
+                raise DtypeError(f"{what}: this model starts with an Embedding and takes integer "
+                                 f"token ids, got dtype {arr.dtype}")
+            return arr.astype(np.int64, copy=False)
+        if arr.dtype.kind not in "fiub" or arr.dtype.kind == "b":
+            raise DtypeError(f"{what}: expected real numbers (float32 preferred), got dtype {arr.dtype}")
+        return arr
+
+    def _prepare(self, x, lengths):
+        """-> (padded batch, lengths int32 or None, form, per-sequence lengths)."""
+        feat_rank = 0 if self.takes_tokens else 1    # trailing axes per step
+        F = self.input_size
+        if isinstance(x, (list, tuple)):
+            if lengths is not None:
+                raise ShapeError("predict: a list of sequences carries its own lengths; "
+                                 "do not pass lengths=")
+            if not x:
+                raise ShapeError("predict: expected at least one sequence, got an empty list")
+            seqs = []
+            for i, s in enumerate(x):
+                s = self._check_dtype(np.asarray(s), f"sequence {i}")
+                if s.ndim != 1 + feat_rank:
+                    raise ShapeError(f"sequence {i}: expected "
+                                     + ("a 1-D array of token ids" if self.takes_tokens
+                                        else f"a 2-D (time, {F}) array") + f", got shape {s.shape}")
+                if not self.takes_tokens and s.shape[1] != F:
+                    raise ShapeError(f"sequence {i}: expected {F} features, got {s.shape[1]}")
+                if s.shape[0] < 1:
+                    raise ShapeError(f"sequence {i}: expected at least one time step, got 0")
+                seqs.append(s)
+            lens = np.array([len(s) for s in seqs], dtype=np.int32)
+            T = int(lens.max())
+            dtype = np.int64 if self.takes_tokens else np.float32
+            batch = np.zeros((len(seqs), T) + ((F,) if not self.takes_tokens else ()), dtype)
+            for i, s in enumerate(seqs):
+                batch[i, :len(s)] = s
+            return batch, lens, "list", lens
+
+        x = self._check_dtype(np.asarray(x), "x")
+        if x.ndim == 1 + feat_rank:
+            form, x = "single", x[None]
+            if lengths is not None:
+                raise ShapeError("predict: lengths= is for a batch; a single sequence has its own length")
+        elif x.ndim == 2 + feat_rank:
+            form = "batch"
+        else:
+            want = "(batch, time) or (time,) token ids" if self.takes_tokens else \
+                f"(batch, time, {F}) or (time, {F})"
+            raise ShapeError(f"x: expected shape {want}, got {x.shape}")
+        if not self.takes_tokens and x.shape[-1] != F:
+            raise ShapeError(f"x: expected {F} features on the last axis, got {x.shape[-1]} "
+                             f"(shape {x.shape})")
+        B, T = x.shape[0], x.shape[1]
+        if lengths is not None:
+            lens = np.asarray(lengths)
+            if lens.dtype.kind not in "iu":
+                raise DtypeError(f"lengths: expected integers, got dtype {lens.dtype}")
+            if lens.shape != (B,):
+                raise ShapeError(f"lengths: expected shape ({B},), one per sequence, got {lens.shape}")
+            if B and (lens.min() < 1 or lens.max() > T):
+                raise ShapeError(f"lengths: each must be in [1, {T}] (the time axis), got "
+                                 f"min {lens.min()} max {lens.max()}")
+            lens = lens.astype(np.int32)
+            if B and lens.min() == T:
+                lens = None          # all full: the fast path, same numbers
+        else:
+            lens = None
+        if T < 1:
+            raise ShapeError(f"x: expected at least one time step, got shape {x.shape}")
+        if not self.takes_tokens:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+        return x, lens, form, None
+
+    def _prepare_state(self, initial_state, B, unbatched):
+        """User state (PyTorch layout) -> list per recurrent layer of [h0, (c0)] (L*D, B, .)."""
+        rec = [self.layers[i] for i in self._recurrent]
+        if initial_state is None:
+            return [None] * len(rec)
+        if not rec:
+            raise ShapeError("initial_state: this model has no recurrent layer")
+        entries = [initial_state] if len(rec) == 1 else initial_state
+        if len(rec) > 1 and (not isinstance(entries, (list, tuple)) or len(entries) != len(rec)):
+            raise ShapeError(f"initial_state: expected a list of {len(rec)} entries, one per "
+                             "recurrent layer")
+        out = []
+        for layer, entry in zip(rec, entries):
+            parts = list(entry) if isinstance(entry, (tuple, list)) else [entry]
+            shapes = layer.state_shapes
+            names = ["h_0", "c_0"][:len(shapes)]
+            if len(parts) != len(shapes):
+                raise ShapeError(f"initial_state for {layer.kind}: expected "
+                                 + (" and ".join(names)) + f" ({len(shapes)} arrays), got {len(parts)}")
+            arrays = []
+            for name, part, (LD, W) in zip(names, parts, shapes):
+                arr = np.asarray(part)
+                if arr.dtype.kind not in "fiu":
+                    raise DtypeError(f"initial_state {name}: expected floats, got dtype {arr.dtype}")
+                want = (LD, W) if unbatched else (LD, B, W)
+                if arr.shape != want:
+                    raise ShapeError(f"initial_state {name} for {layer.kind}: expected shape {want} "
+                                     f"(layers*directions, {'' if unbatched else 'batch, '}size), "
+                                     f"got {arr.shape}")
+                if unbatched:
+                    arr = arr[:, None, :]
+                arrays.append(np.ascontiguousarray(arr, dtype=np.float32))
+            out.append(arrays)
+        return out
+
+    # -- running -----------------------------------------------------------
+    def predict(self, x, lengths=None, initial_state=None, return_state=False):
+        """Run the model.  See the module docstring for input forms and state layout.
+
+        x: (batch, time, features), (time, features), or a list of
+        (time_i, features) arrays; token ids when the first layer is an
+        Embedding.  lengths: valid steps per sequence of a right-padded batch
+        (each in [1, time]); outputs past a sequence's length are zero and its
+        final state is taken at its own last step.  Returns float32 outputs,
+        and the final state too when return_state=True.
+        """
+        batch, lens, form, list_lens = self._prepare(x, lengths)
+        B = batch.shape[0]
+        states = self._prepare_state(initial_state, B, form == "single")
+        value = batch
+        final_states = []
+        rec_idx = 0
+        for layer in self.layers:
+            if isinstance(layer, Recurrent):
+                value, st = layer._forward(value, lens, states[rec_idx])
+                final_states.append(st)
+                rec_idx += 1
+            else:
+                value, _ = layer._forward(value, lens, None)
+                if isinstance(layer, Embedding):
+                    value = np.ascontiguousarray(value, dtype=np.float32)
+        if lens is not None and value.ndim == 3:
+            # Dense heads map padding to their bias: keep padded steps zero.
+            mask = np.arange(value.shape[1])[None, :] >= lens[:, None]
+            value[mask] = 0.0
+
+        if form == "single":
+            out = value[0]
+        elif form == "list":
+            out = [value[i, :n] if value.ndim == 3 else value[i] for i, n in enumerate(list_lens)]
+        else:
+            out = value
+        if not return_state:
+            return out
+        user_states = []
+        for st in final_states:
+            if form == "single":
+                st = [s[:, 0, :] for s in st]
+            user_states.append(st[0] if len(st) == 1 else tuple(st))
+        if len(user_states) == 1:
+            user_states = user_states[0]
+        return out, user_states

@@ -1,0 +1,264 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, embedsignature=True
+"""drnn._core -- the Cython layer between drnn's Python objects and its C kernels.
+
+It validates every array the kernels will touch (dtype, shape, contiguity),
+allocates outputs and workspaces, releases the GIL around each C call and
+turns C error codes into Python exceptions.  It knows nothing of files or
+frameworks: the Python layer hands it arrays in PyTorch's layout.
+
+Every check here is a last line of defence: the Python layer gives users the
+friendlier message first, but nothing that reaches C can make it read or
+write out of bounds.
+"""
+import numpy as np
+cimport numpy as cnp
+from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+
+from cdrnn cimport *
+
+cnp.import_array()
+
+CELL_KINDS = {"rnn": DRNN_CELL_RNN, "lstm": DRNN_CELL_LSTM, "gru": DRNN_CELL_GRU}
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+# name -> (kind, default alpha, default beta)
+ACTIVATIONS = {
+    "sigmoid": (DRNN_ACT_SIGMOID, 0.0, 0.0),
+    "tanh": (DRNN_ACT_TANH, 0.0, 0.0),
+    "relu": (DRNN_ACT_RELU, 0.0, 0.0),
+    "linear": (DRNN_ACT_LINEAR, 0.0, 0.0),
+    "hard_sigmoid": (DRNN_ACT_HARD_SIGMOID, 0.2, 0.5),
+    "affine": (DRNN_ACT_AFFINE, 1.0, 0.0),
+    "leaky_relu": (DRNN_ACT_LEAKY_RELU, 0.01, 0.0),
+    "thresholded_relu": (DRNN_ACT_THRESHOLDED_RELU, 1.0, 0.0),
+    "scaled_tanh": (DRNN_ACT_SCALED_TANH, 1.0, 1.0),
+    "elu": (DRNN_ACT_ELU, 1.0, 0.0),
+    "softsign": (DRNN_ACT_SOFTSIGN, 0.0, 0.0),
+    "softplus": (DRNN_ACT_SOFTPLUS, 0.0, 0.0),
+}
+
+
+class KernelError(RuntimeError):
+    """A C kernel refused its arguments: a bug in drnn's checks, never the user's."""
+
+
+cdef inline int _check(int rc) except -1:
+    if rc != DRNN_OK:
+        raise KernelError("drnn kernel error %d: %s" % (rc, drnn_strerror(rc).decode()))
+    return 0
+
+
+def isa_name():
+    """The instruction set the kernels use."""
+    return drnn_isa_name().decode()
+
+
+def cpu_features():
+    """What the CPU and OS support, as a list of names."""
+    return drnn_cpu_features().decode().split()
+
+
+cdef drnn_act _make_act(object spec) except *:
+    """spec = (name, alpha, beta) with a name from ACTIVATIONS."""
+    cdef drnn_act a
+    name, alpha, beta = spec
+    if name not in ACTIVATIONS:
+        raise ValueError("unknown activation %r; expected one of %s" % (name, ", ".join(ACTIVATIONS)))
+    a.kind = ACTIVATIONS[name][0]
+    a.alpha = alpha
+    a.beta = beta
+    return a
+
+
+cdef const float *_fptr(object arr, tuple shape, str what) except? NULL:
+    """Pointer to a float32 C-contiguous array of exactly this shape."""
+    if not isinstance(arr, np.ndarray) or arr.dtype != np.float32 or not arr.flags.c_contiguous:
+        raise TypeError("%s must be a C-contiguous float32 array" % what)
+    if arr.shape != shape:
+        raise ValueError("%s: expected shape %s, got %s" % (what, shape, arr.shape))
+    return <const float *>cnp.PyArray_DATA(arr)
+
+
+cdef class RecurrentStack:
+    """A validated recurrent stack: its C description plus weight pointers.
+
+    weights is a list of num_layers*num_directions dicts with keys w_ih,
+    w_hh and optionally b_ih, b_hh, w_hr, peep (float32, C-contiguous, in
+    PyTorch's layout).  The arrays are kept alive by this object.
+    """
+    cdef drnn_rnn_desc desc
+    cdef drnn_cell_weights *w
+    cdef list _keep
+    cdef readonly int gates, output_size, hidden_out, num_states
+
+    def __cinit__(self):
+        self.w = NULL
+
+    def __init__(self, str cell, int input_size, int hidden_size, int num_layers=1,
+                 int num_directions=1, int proj_size=0, bint reverse=False,
+                 bint linear_before_reset=True, bint input_forget=False, float clip=0.0,
+                 activations=None, weights=None):
+        if cell not in CELL_KINDS:
+            raise ValueError("cell must be one of rnn, lstm, gru; got %r" % (cell,))
+        if input_size < 1 or hidden_size < 1 or num_layers < 1:
+            raise ValueError("input_size, hidden_size and num_layers must be >= 1")
+        if num_directions not in (1, 2):
+            raise ValueError("num_directions must be 1 or 2, got %d" % num_directions)
+        if proj_size < 0 or (proj_size > 0 and cell != "lstm"):
+            raise ValueError("proj_size is for LSTM only and must be >= 0")
+        if not (clip >= 0.0):
+            raise ValueError("clip must be >= 0 (0 = no clip), got %r" % clip)
+        memset(&self.desc, 0, sizeof(self.desc))
+        self.desc.cell = CELL_KINDS[cell]
+        self.desc.input_size = input_size
+        self.desc.hidden_size = hidden_size
+        self.desc.proj_size = proj_size
+        self.desc.num_layers = num_layers
+        self.desc.num_directions = num_directions
+        self.desc.reverse = reverse
+        self.desc.linear_before_reset = linear_before_reset
+        self.desc.input_forget = input_forget
+        self.desc.clip = clip
+        if activations is None or len(activations) != num_directions:
+            raise ValueError("activations: expected one list per direction")
+        cdef int d, a
+        for d in range(num_directions):
+            if len(activations[d]) != 3:
+                raise ValueError("activations: expected 3 (name, alpha, beta) per direction")
+            for a in range(3):
+                self.desc.act[d][a] = _make_act(activations[d][a])
+
+        self.gates = GATES[cell]
+        self.hidden_out = proj_size if proj_size > 0 else hidden_size
+        self.output_size = num_directions * self.hidden_out
+        self.num_states = 2 if cell == "lstm" else 1
+
+        cdef int n = num_layers * num_directions
+        if weights is None or len(weights) != n:
+            raise ValueError("weights: expected %d layer-direction entries" % n)
+        self.w = <drnn_cell_weights *>malloc(n * sizeof(drnn_cell_weights))
+        if self.w == NULL:
+            raise MemoryError()
+        memset(self.w, 0, n * sizeof(drnn_cell_weights))
+        self._keep = []
+        cdef int i, in_l
+        cdef int G = self.gates * hidden_size
+        for i in range(n):
+            wd = weights[i]
+            where = "layer %d direction %d" % (i // num_directions, i % num_directions)
+            in_l = input_size if i < num_directions else self.output_size
+            self.w[i].w_ih = _fptr(wd.get("w_ih"), (G, in_l), where + " w_ih")
+            self.w[i].w_hh = _fptr(wd.get("w_hh"), (G, self.hidden_out), where + " w_hh")
+            if wd.get("b_ih") is not None:
+                self.w[i].b_ih = _fptr(wd["b_ih"], (G,), where + " b_ih")
+            if wd.get("b_hh") is not None:
+                self.w[i].b_hh = _fptr(wd["b_hh"], (G,), where + " b_hh")
+            if proj_size > 0:
+                self.w[i].w_hr = _fptr(wd.get("w_hr"), (proj_size, hidden_size), where + " w_hr")
+            elif wd.get("w_hr") is not None:
+                raise ValueError(where + ": w_hr given but proj_size is 0")
+            if wd.get("peep") is not None:
+                if cell != "lstm":
+                    raise ValueError(where + ": peepholes are for LSTM only")
+                self.w[i].peep = _fptr(wd["peep"], (3 * hidden_size,), where + " peep")
+            self._keep.append(dict(wd))
+
+    def __dealloc__(self):
+        free(self.w)
+
+    def forward(self, x, lengths=None, h0=None, c0=None, bint want_state=True):
+        """Run the stack.
+
+        x: (B, T, input_size) float32 C-contiguous; lengths: (B,) int32 in
+        [0, T] or None; h0: (L*D, B, H_out), c0: (L*D, B, H) or None.
+        Returns (y (B, T, D*H_out), h_n or None, c_n or None).
+        """
+        cdef drnn_rnn_desc *d = &self.desc
+        if not isinstance(x, np.ndarray) or x.ndim != 3:
+            raise ValueError("x: expected a 3-D (batch, time, features) array")
+        cdef int64_t B = x.shape[0], T = x.shape[1]
+        cdef const float *xp = _fptr(x, (B, T, d.input_size), "x")
+        cdef int64_t LD = d.num_layers * d.num_directions
+        cdef const int32_t *lp = NULL
+        cdef const float *h0p = NULL
+        cdef const float *c0p = NULL
+        if lengths is not None:
+            if (not isinstance(lengths, np.ndarray) or lengths.dtype != np.int32
+                    or not lengths.flags.c_contiguous or lengths.shape != (B,)):
+                raise ValueError("lengths: expected a C-contiguous int32 array of shape (%d,)" % B)
+            if B and (lengths.min() < 0 or lengths.max() > T):
+                raise ValueError("lengths must lie in [0, %d]" % T)
+            lp = <const int32_t *>cnp.PyArray_DATA(lengths)
+        if h0 is not None:
+            h0p = _fptr(h0, (LD, B, self.hidden_out), "h0")
+        if c0 is not None:
+            if d.cell != DRNN_CELL_LSTM:
+                raise ValueError("c0 is for LSTM only")
+            c0p = _fptr(c0, (LD, B, d.hidden_size), "c0")
+
+        y = np.empty((B, T, self.output_size), dtype=np.float32)
+        hn = cn = None
+        cdef float *hnp = NULL
+        cdef float *cnp_ = NULL
+        if want_state:
+            hn = np.empty((LD, B, self.hidden_out), dtype=np.float32)
+            hnp = <float *>cnp.PyArray_DATA(hn)
+            if d.cell == DRNN_CELL_LSTM:
+                cn = np.empty((LD, B, d.hidden_size), dtype=np.float32)
+                cnp_ = <float *>cnp.PyArray_DATA(cn)
+
+        cdef int err = 0
+        cdef size_t ws_bytes = drnn_rnn_workspace_size(d, B, T, &err)
+        _check(err)
+        workspace = np.empty(ws_bytes, dtype=np.uint8)
+        cdef void *wsp = cnp.PyArray_DATA(workspace)
+        cdef float *yp = <float *>cnp.PyArray_DATA(y)
+        cdef int64_t out = self.output_size, fin = d.input_size
+        cdef int rc
+        with nogil:
+            rc = drnn_rnn_forward(d, self.w, B, T, xp, T * fin, fin, lp, h0p, c0p,
+                                  yp, T * out, out, hnp, cnp_, wsp, ws_bytes)
+        _check(rc)
+        return y, hn, cn
+
+
+def dense_forward(x, w, b, activation, bint softmax=False):
+    """y = act(x . w^T + b) (then softmax per row); x (rows, in) float32 C-contiguous."""
+    if not isinstance(w, np.ndarray) or w.ndim != 2:
+        raise ValueError("w: expected a 2-D (out, in) array")
+    cdef int64_t nout = w.shape[0], nin = w.shape[1]
+    if not isinstance(x, np.ndarray) or x.ndim != 2:
+        raise ValueError("x: expected a 2-D (rows, features) array")
+    cdef int64_t rows = x.shape[0]
+    cdef const float *xp = _fptr(x, (rows, nin), "x")
+    cdef const float *wp = _fptr(w, (nout, nin), "w")
+    cdef const float *bp = NULL
+    if b is not None:
+        bp = _fptr(b, (nout,), "b")
+    cdef drnn_act act = _make_act(activation)
+    y = np.empty((rows, nout), dtype=np.float32)
+    cdef float *yp = <float *>cnp.PyArray_DATA(y)
+    cdef int rc
+    cdef int sm = softmax
+    with nogil:
+        rc = drnn_dense_forward(rows, nin, nout, xp, nin, wp, bp, act, sm, yp, nout)
+    _check(rc)
+    return y
+
+
+def activation(x, spec):
+    """Apply an activation (name, alpha, beta) to a float32 array in place; returns it."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32 or not x.flags.c_contiguous:
+        raise TypeError("x must be a C-contiguous float32 array")
+    if not x.flags.writeable:
+        raise ValueError("x must be writeable")
+    cdef drnn_act act = _make_act(spec)
+    cdef float *xp = <float *>cnp.PyArray_DATA(x)
+    cdef int64_t n = x.size
+    cdef int rc
+    with nogil:
+        rc = drnn_activation(act, xp, n)
+    _check(rc)
+    return x
