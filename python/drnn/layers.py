@@ -380,6 +380,22 @@ class Recurrent(Layer):
     def params(self):
         return dict(self.weights)
 
+    def __repr__(self):
+        cfg = self.config()
+        defaults = {"bidirectional": False, "bias": True, "reverse": False,
+                    "return_sequences": True, "clip": None, "proj_size": 0, "peepholes": False,
+                    "input_forget": False, "linear_before_reset": True}
+        default_acts = [list(a) for d in self._parse_activations(None) for a in d] \
+            if self.default_activations else None
+        args = [f"{cfg['input_size']}, {cfg['hidden_size']}"]
+        if self.num_layers != 1:
+            args.append(f"num_layers={self.num_layers}")
+        args += [f"{k}={v!r}" for k, v in cfg.items() if k in defaults and v != defaults[k]]
+        if cfg["activations"] != default_acts and not (
+                self.cell == "rnn" and cfg["activations"] in ([["tanh", 0.0, 0.0]] * self.num_directions,)):
+            args.append(f"activations={[tuple(a) for a in cfg['activations']]!r}")
+        return f"{self.kind}({', '.join(args)})"
+
     # -- running -----------------------------------------------------------
     def _forward(self, x, lengths, state):
         """x (B, T, input_size) float32 C-contiguous; state: list of arrays or None."""
