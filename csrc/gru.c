@@ -1,59 +1,105 @@
 /*
- * gru.c -- one time step of the GRU, PyTorch gate order r z n:
+ * gru.c -- one time step of the GRU on packed weights, gate order r z n:
  *
- *     r = f(x_r + R_r h + b_hr)       z = f(x_z + R_z h + b_hz)
+ *     r = f(x_r + R_r h)        z = f(x_z + R_z h)       (biases folded in x)
  *     linear_before_reset = 1 (PyTorch, Keras reset_after=True):
- *         n = g(x_n + r * (R_n h + b_hn))
+ *         n = g(x_n + r * (R_n h + b_hn))               one phase
  *     linear_before_reset = 0 (Keras reset_after=False, ONNX default):
- *         n = g(x_n + R_n (r * h) + b_hn)
+ *         phase 0: r, z; keep z and r * h
+ *         phase 1: n = g(x_n + R_n (r * h))             (b_hn folded in x_n)
  *     h' = (1 - z) * n + z * h
  *
- * The second form needs r before the last product, so it runs two products:
- * the r and z rows of R first, then R_n on r * h.
+ * The second form needs every unit's r before any n, so the driver puts a
+ * barrier between its phases when units are split across threads.
  */
-#include "act.h"
+#include "simd.h"
 #include "internal.h"
 
-void drnn_gru_step(const drnn_step_args *s)
+#if DRNN_VW >= 16
+#define RMAX 4
+#else
+#define RMAX 2
+#endif
+
+/* Recurrent sums of NG gates for R rows of block jb: acc[q][g]. */
+DRNN_INLINE void gates_sum(const int R, const int NG, int64_t K, const float *w,
+                           const float *h, int64_t ld, vf acc[RMAX][3])
 {
-    const drnn_rnn_desc *d = s->desc;
-    const int64_t H = d->hidden_size;
-    const int64_t G = 3 * H;
-    const float *R = s->w->w_hh, *b_hh = s->w->b_hh;
-    const drnn_act *f = &s->act[0], *g = &s->act[1];
-    const int lbr = d->linear_before_reset;
-
-    /* r and z rows (and n rows when linear before reset) of h . R^T + b_hh */
-    s->k->gemm_nt(s->rows, lbr ? G : 2 * H, H, s->h, H, R, H, s->gates, G, b_hh, 0);
-
-    for (int64_t r = 0; r < s->rows; ++r) {
-        float *gr = s->gates + r * G;
-        const float *xi = s->x_ih[r];
-        for (int64_t j = 0; j < 2 * H; ++j) gr[j] += xi[j];
-        drnn_clip_segment(gr, 2 * H, d->clip);
-        drnn_act_segment(f, gr, gr, 2 * H);
-        if (!lbr) {
-            const float *h = s->h + r * H;
-            float *rh = s->tmp + r * H;
-            for (int64_t j = 0; j < H; ++j) rh[j] = gr[j] * h[j];
+    vf acc2[3];
+    for (int q = 0; q < R; ++q)
+        for (int g = 0; g < NG; ++g) acc[q][g] = vzero();
+    for (int g = 0; g < NG; ++g) acc2[g] = vzero();
+    int64_t k = 0;
+    if (R == 1) {
+        for (; k + 2 <= K; k += 2) {
+            const float *wk = w + k * NG * VW;
+            const vf h0 = vset1(h[k]), h1 = vset1(h[k + 1]);
+            for (int g = 0; g < NG; ++g) {
+                acc[0][g] += h0 * vload(wk + g * VW);
+                acc2[g] += h1 * vload(wk + (NG + g) * VW);
+            }
         }
     }
-    if (!lbr) {
-        /* n rows: (r * h) . R_n^T + b_hn */
-        s->k->gemm_nt(s->rows, H, H, s->tmp, H, R + 2 * H * H, H, s->gates + 2 * H, G,
-                      b_hh ? b_hh + 2 * H : NULL, 0);
-    }
-    for (int64_t r = 0; r < s->rows; ++r) {
-        float *gr = s->gates + r * G, *gz = gr + H, *gn = gr + 2 * H;
-        float *h = s->h + r * H;
-        const float *xn = s->x_ih[r] + 2 * H;
-        if (lbr) {
-            for (int64_t j = 0; j < H; ++j) gn[j] = xn[j] + gr[j] * gn[j];
-        } else {
-            for (int64_t j = 0; j < H; ++j) gn[j] += xn[j];
+    for (; k < K; ++k) {
+        const float *wk = w + k * NG * VW;
+        vf wv[3];
+        for (int g = 0; g < NG; ++g) wv[g] = vload(wk + g * VW);
+        for (int q = 0; q < R; ++q) {
+            const vf hk = vset1(h[q * ld + k]);
+            for (int g = 0; g < NG; ++g) acc[q][g] += hk * wv[g];
         }
-        drnn_clip_segment(gn, H, d->clip);
-        drnn_act_segment(g, gn, gn, H);
-        for (int64_t j = 0; j < H; ++j) h[j] = (1.0f - gz[j]) * gn[j] + gz[j] * h[j];
+    }
+    if (R == 1)
+        for (int g = 0; g < NG; ++g) acc[0][g] += acc2[g];
+}
+
+DRNN_INLINE void gru_rows(const drnn_step_args *a, const int phase, const int R,
+                          int64_t r, int64_t jb)
+{
+    const int64_t K = a->K, Hp = a->Hp, ld = a->ld_h, u0 = jb * VW;
+    const int lbr = a->desc->linear_before_reset;
+    const float clip = a->desc->clip;
+    const drnn_act *fa = &a->act[0], *ga = &a->act[1];
+    vf acc[RMAX][3];
+    if (lbr) {
+        gates_sum(R, 3, K, a->w_hh + jb * K * 3 * VW, a->h_prev + r * ld, ld, acc);
+        for (int q = 0; q < R; ++q) {
+            const float *x = a->x_ih[r + q] + jb * 3 * VW;
+            const vf rg = vact(fa, vclip(acc[q][0] + vload(x), clip));
+            const vf z = vact(fa, vclip(acc[q][1] + vload(x + VW), clip));
+            const vf hn = acc[q][2] + (a->b_hn ? vload(a->b_hn + u0) : vzero());
+            const vf n = vact(ga, vclip(vload(x + 2 * VW) + rg * hn, clip));
+            const vf hp = vload(a->h_prev + (r + q) * ld + u0);
+            vstore(a->h_next + (r + q) * Hp + u0, (1.0f - z) * n + z * hp);
+        }
+    } else if (phase == 0) {
+        gates_sum(R, 2, K, a->w_hh + jb * K * 2 * VW, a->h_prev + r * ld, ld, acc);
+        for (int q = 0; q < R; ++q) {
+            const float *x = a->x_ih[r + q] + jb * 3 * VW;
+            const vf rg = vact(fa, vclip(acc[q][0] + vload(x), clip));
+            const vf z = vact(fa, vclip(acc[q][1] + vload(x + VW), clip));
+            const vf hp = vload(a->h_prev + (r + q) * ld + u0);
+            vstore(a->z + (r + q) * Hp + u0, z);
+            vstore(a->rh + (r + q) * Hp + u0, rg * hp);
+        }
+    } else {
+        gates_sum(R, 1, K, a->w_hn + jb * K * VW, a->rh + r * Hp, Hp, acc);
+        for (int q = 0; q < R; ++q) {
+            const float *x = a->x_ih[r + q] + jb * 3 * VW;
+            const vf n = vact(ga, vclip(acc[q][0] + vload(x + 2 * VW), clip));
+            const vf z = vload(a->z + (r + q) * Hp + u0);
+            const vf hp = vload(a->h_prev + (r + q) * ld + u0);
+            vstore(a->h_next + (r + q) * Hp + u0, (1.0f - z) * n + z * hp);
+        }
+    }
+}
+
+void DRNN_KERNEL(drnn_gru_step)(const drnn_step_args *a, int phase,
+                                int64_t r0, int64_t r1, int64_t jb0, int64_t jb1)
+{
+    for (int64_t jb = jb0; jb < jb1; ++jb) {
+        int64_t r = r0;
+        for (; r + RMAX <= r1; r += RMAX) gru_rows(a, phase, RMAX, r, jb);
+        for (; r < r1; ++r) gru_rows(a, phase, 1, r, jb);
     }
 }
