@@ -20,9 +20,20 @@ static const drnn_kernel_table portable_table = {
     drnn_gemm_nt_portable,
 };
 
+static const drnn_kernel_table *active = &portable_table;
+
 const drnn_kernel_table *drnn_kernels(void)
 {
-    return &portable_table;
+    return active;
+}
+
+int drnn_select_isa(const char *name)
+{
+    if (!name || strcmp(name, "auto") == 0 || strcmp(name, "portable") == 0) {
+        active = &portable_table;
+        return DRNN_OK;
+    }
+    return DRNN_ERR_ARGUMENT;
 }
 
 const char *drnn_isa_name(void)

@@ -164,6 +164,10 @@ int drnn_dense_forward(int64_t rows, int64_t in_features, int64_t out_features,
 int drnn_activation(drnn_act act, float *x, int64_t n);
 
 /* ---- CPU features and dispatch ----------------------------------------- */
+/* Choose the kernels: "auto" (the best this CPU supports) or an ISA name.
+ * Returns DRNN_OK, or DRNN_ERR_ARGUMENT for a name this build does not know
+ * or this CPU cannot run. */
+int drnn_select_isa(const char *name);
 /* Name of the instruction set the kernels use ("portable", ...). */
 const char *drnn_isa_name(void);
 /* Features the CPU and OS support, as a space-separated list. */

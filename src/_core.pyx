@@ -50,6 +50,19 @@ cdef inline int _check(int rc) except -1:
     return 0
 
 
+def _select_isa_from_environment():
+    """Honour DRNN_ISA once, at import; an ISA this CPU or build lacks is an error."""
+    import os
+    name = os.environ.get("DRNN_ISA", "").strip().lower() or "auto"
+    if drnn_select_isa(name.encode()) != DRNN_OK:
+        raise ImportError("DRNN_ISA=%r: this build of drnn has no such instruction set for this "
+                          "CPU; available: auto, portable (CPU features: %s)"
+                          % (name, drnn_cpu_features().decode()))
+
+
+_select_isa_from_environment()
+
+
 def isa_name():
     """The instruction set the kernels use."""
     return drnn_isa_name().decode()

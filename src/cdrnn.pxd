@@ -78,5 +78,6 @@ cdef extern from "drnn.h" nogil:
 
     int drnn_activation(drnn_act act, float *x, int64_t n) noexcept
 
+    int drnn_select_isa(const char *name) noexcept
     const char *drnn_isa_name() noexcept
     const char *drnn_cpu_features() noexcept

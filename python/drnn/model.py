@@ -134,6 +134,7 @@ class DRNN:
             return batch, lens, "list", lens
 
         x = self._check_dtype(np.asarray(x), "x")
+        given_shape = x.shape
         if x.ndim == 1 + feat_rank:
             form, x = "single", x[None]
             if lengths is not None:
@@ -146,7 +147,7 @@ class DRNN:
             raise ShapeError(f"x: expected shape {want}, got {x.shape}")
         if not self.takes_tokens and x.shape[-1] != F:
             raise ShapeError(f"x: expected {F} features on the last axis, got {x.shape[-1]} "
-                             f"(shape {x.shape})")
+                             f"(shape {given_shape})")
         B, T = x.shape[0], x.shape[1]
         if lengths is not None:
             lens = np.asarray(lengths)
@@ -163,7 +164,7 @@ class DRNN:
         else:
             lens = None
         if T < 1:
-            raise ShapeError(f"x: expected at least one time step, got shape {x.shape}")
+            raise ShapeError(f"x: expected at least one time step, got shape {given_shape}")
         if not self.takes_tokens:
             x = np.ascontiguousarray(x, dtype=np.float32)
         return x, lens, form, None
