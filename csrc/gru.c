@@ -15,42 +15,48 @@
 #include "simd.h"
 #include "internal.h"
 
+/* Rows per pass: the gate sums of RMAX rows (two sets each) stay in registers. */
 #if DRNN_VW >= 16
-#define RMAX 4
+#define RMAX 3
 #else
-#define RMAX 2
+#define RMAX 1
 #endif
 
-/* Recurrent sums of NG gates for R rows of block jb: acc[q][g]. */
+/* Recurrent sums of NG gates for R rows of block jb: acc[q][g].  Even k and
+ * odd k go to separate sums (more FMA chains in flight) in the same order
+ * whatever R is, so a row's result never depends on which rows share its
+ * pass. */
 DRNN_INLINE void gates_sum(const int R, const int NG, int64_t K, const float *w,
                            const float *h, int64_t ld, vf acc[RMAX][3])
 {
-    vf acc2[3];
+    vf acc2[RMAX][3];
     for (int q = 0; q < R; ++q)
-        for (int g = 0; g < NG; ++g) acc[q][g] = vzero();
-    for (int g = 0; g < NG; ++g) acc2[g] = vzero();
+        for (int g = 0; g < NG; ++g) acc[q][g] = acc2[q][g] = vzero();
     int64_t k = 0;
-    if (R == 1) {
-        for (; k + 2 <= K; k += 2) {
-            const float *wk = w + k * NG * VW;
-            const vf h0 = vset1(h[k]), h1 = vset1(h[k + 1]);
+    for (; k + 2 <= K; k += 2) {
+        const float *wk = w + k * NG * VW;
+        vf wv[3], wv2[3];
+        for (int g = 0; g < NG; ++g) {
+            wv[g] = vload(wk + g * VW);
+            wv2[g] = vload(wk + (NG + g) * VW);
+        }
+        for (int q = 0; q < R; ++q) {
+            const vf h0 = vset1(h[q * ld + k]), h1 = vset1(h[q * ld + k + 1]);
             for (int g = 0; g < NG; ++g) {
-                acc[0][g] += h0 * vload(wk + g * VW);
-                acc2[g] += h1 * vload(wk + (NG + g) * VW);
+                acc[q][g] += h0 * wv[g];
+                acc2[q][g] += h1 * wv2[g];
             }
         }
     }
-    for (; k < K; ++k) {
+    if (k < K) {
         const float *wk = w + k * NG * VW;
-        vf wv[3];
-        for (int g = 0; g < NG; ++g) wv[g] = vload(wk + g * VW);
         for (int q = 0; q < R; ++q) {
-            const vf hk = vset1(h[q * ld + k]);
-            for (int g = 0; g < NG; ++g) acc[q][g] += hk * wv[g];
+            const vf h0 = vset1(h[q * ld + k]);
+            for (int g = 0; g < NG; ++g) acc[q][g] += h0 * vload(wk + g * VW);
         }
     }
-    if (R == 1)
-        for (int g = 0; g < NG; ++g) acc[0][g] += acc2[g];
+    for (int q = 0; q < R; ++q)
+        for (int g = 0; g < NG; ++g) acc[q][g] += acc2[q][g];
 }
 
 DRNN_INLINE void gru_rows(const drnn_step_args *a, const int phase, const int R,

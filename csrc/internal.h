@@ -71,8 +71,10 @@ typedef struct {
     void drnn_gru_step_##sfx(const drnn_step_args *, int, int64_t, int64_t, int64_t, int64_t); \
     void drnn_act_##sfx(const drnn_act *, float *, int64_t);
 DRNN_DECLARE_KERNELS(portable)
+#ifdef DRNN_HAVE_X86_VARIANTS
 DRNN_DECLARE_KERNELS(avx2)
 DRNN_DECLARE_KERNELS(avx512)
+#endif
 
 /* Pointers into a packed stack for one layer and direction (pack.c). */
 typedef struct {
@@ -104,9 +106,11 @@ void drnn_fpmode_leave(unsigned saved);
 
 /* ---- threads (pool.c) --------------------------------------------------- */
 typedef void (*drnn_task_fn)(void *ctx, int tid, int nthreads);
-/* Run fn(ctx, tid, n) for tid < n, the caller being tid 0; may run fewer
- * threads (n = 1) when the pool is busy with another caller's job. */
-void drnn_parallel(int nthreads, drnn_task_fn fn, void *ctx);
+typedef void (*drnn_prepare_fn)(void *ctx, int nthreads);
+/* Run fn(ctx, tid, n) for tid < n, the caller being tid 0, after
+ * prepare(ctx, n) (may be NULL).  n <= nthreads: fewer (down to 1) when the
+ * pool is busy with another caller's job, so size barriers in prepare. */
+void drnn_parallel(int nthreads, drnn_task_fn fn, drnn_prepare_fn prepare, void *ctx);
 
 typedef struct {
     atomic_uint waiting;

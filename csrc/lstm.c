@@ -18,10 +18,11 @@
 #include "simd.h"
 #include "internal.h"
 
+/* Rows per pass: the gate sums of RMAX rows (two sets each) stay in registers. */
 #if DRNN_VW >= 16
-#define RMAX 4
-#else
 #define RMAX 2
+#else
+#define RMAX 1
 #endif
 
 DRNN_INLINE void lstm_rows(const drnn_step_args *a, const int R, int64_t r, int64_t jb)
@@ -29,29 +30,28 @@ DRNN_INLINE void lstm_rows(const drnn_step_args *a, const int R, int64_t r, int6
     const int64_t K = a->K, Hp = a->Hp, ld = a->ld_h;
     const float *w = a->w_hh + jb * K * 4 * VW;
     const float *h = a->h_prev + r * ld;
-    vf acc[RMAX][4], acc2[4];
+    /* Even k into acc, odd k into acc2: twice the FMA chains in flight, and
+     * the same order of additions whatever R is, so a row's result never
+     * depends on which rows share its pass (batch size, thread count). */
+    vf acc[RMAX][4], acc2[RMAX][4];
     for (int q = 0; q < R; ++q)
-        for (int g = 0; g < 4; ++g) acc[q][g] = vzero();
-    for (int g = 0; g < 4; ++g) acc2[g] = vzero();
+        for (int g = 0; g < 4; ++g) acc[q][g] = acc2[q][g] = vzero();
     int64_t k = 0;
-    if (R == 1) {
-        /* One row: two interleaved sums keep eight FMA chains in flight. */
-        for (; k + 2 <= K; k += 2) {
-            const float *wk = w + k * 4 * VW;
-            const vf h0 = vset1(h[k]), h1 = vset1(h[k + 1]);
-            for (int g = 0; g < 4; ++g) {
-                acc[0][g] += h0 * vload(wk + g * VW);
-                acc2[g] += h1 * vload(wk + (4 + g) * VW);
-            }
-        }
-    }
-    for (; k < K; ++k) {
+    for (; k + 2 <= K; k += 2) {
         const float *wk = w + k * 4 * VW;
         const vf w0 = vload(wk), w1 = vload(wk + VW), w2 = vload(wk + 2 * VW), w3 = vload(wk + 3 * VW);
+        const vf v0 = vload(wk + 4 * VW), v1 = vload(wk + 5 * VW), v2 = vload(wk + 6 * VW), v3 = vload(wk + 7 * VW);
         for (int q = 0; q < R; ++q) {
-            const vf hk = vset1(h[q * ld + k]);
-            acc[q][0] += hk * w0; acc[q][1] += hk * w1;
-            acc[q][2] += hk * w2; acc[q][3] += hk * w3;
+            const vf h0 = vset1(h[q * ld + k]), h1 = vset1(h[q * ld + k + 1]);
+            acc[q][0] += h0 * w0; acc[q][1] += h0 * w1; acc[q][2] += h0 * w2; acc[q][3] += h0 * w3;
+            acc2[q][0] += h1 * v0; acc2[q][1] += h1 * v1; acc2[q][2] += h1 * v2; acc2[q][3] += h1 * v3;
+        }
+    }
+    if (k < K) {
+        const float *wk = w + k * 4 * VW;
+        for (int q = 0; q < R; ++q) {
+            const vf h0 = vset1(h[q * ld + k]);
+            for (int g = 0; g < 4; ++g) acc[q][g] += h0 * vload(wk + g * VW);
         }
     }
     const drnn_act *fa = &a->act[0], *ga = &a->act[1], *ha = &a->act[2];
@@ -60,9 +60,8 @@ DRNN_INLINE void lstm_rows(const drnn_step_args *a, const int R, int64_t r, int6
     for (int q = 0; q < R; ++q) {
         const float *x = a->x_ih[r + q] + jb * 4 * VW;
         float *cp = a->c + (r + q) * Hp + u0;
-        vf gi = acc[q][0] + vload(x), gf = acc[q][1] + vload(x + VW);
-        vf gg = acc[q][2] + vload(x + 2 * VW), go = acc[q][3] + vload(x + 3 * VW);
-        if (R == 1) { gi += acc2[0]; gf += acc2[1]; gg += acc2[2]; go += acc2[3]; }
+        vf gi = (acc[q][0] + acc2[q][0]) + vload(x), gf = (acc[q][1] + acc2[q][1]) + vload(x + VW);
+        vf gg = (acc[q][2] + acc2[q][2]) + vload(x + 2 * VW), go = (acc[q][3] + acc2[q][3]) + vload(x + 3 * VW);
         const vf c = vload(cp);
         if (a->peep) {
             gi += vload(a->peep + u0) * c;

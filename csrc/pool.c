@@ -2,8 +2,10 @@
  * pool.c -- the thread pool behind every multi-threaded kernel call.
  *
  * Worker threads are created once, on first use, and live for the process.
- * drnn_parallel(n, fn, ctx) runs fn(ctx, tid, n) on the calling thread
- * (tid 0) and n - 1 workers and returns when all are done.  Workers spin
+ * drnn_parallel(n, fn, prepare, ctx) decides how many threads the job gets
+ * (at most n), tells prepare(ctx, count) -- barriers are sized there --
+ * then runs fn(ctx, tid, count) on the calling thread (tid 0) and count - 1
+ * workers, and returns when all are done.  Workers spin
  * briefly on a generation counter after each job before sleeping on a
  * condition variable, so back-to-back calls (a layer's projection, then its
  * time loop) do not pay a wake-up each.
@@ -15,6 +17,7 @@
  * drnn_barrier is a sense-reversing spin barrier for the threads of one job
  * (or a team of them); a crossing costs well under a microsecond.
  */
+#define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -40,11 +43,14 @@ static atomic_int pending;              /* workers still running the job */
 static drnn_task_fn job_fn;
 static void *job_ctx;
 static int job_threads;
+static unsigned spawn_generation;       /* generation when workers were created */
 
 static void *worker_main(void *arg)
 {
     const int tid = (int)(intptr_t)arg;   /* 1 .. n_workers */
-    unsigned seen = atomic_load(&generation);
+    /* Not atomic_load(&generation): the job that made us may already have
+     * bumped it, and we must not miss that job. */
+    unsigned seen = spawn_generation;
     for (;;) {
         unsigned g;
         int spins = 0;
@@ -89,6 +95,7 @@ static int ensure_workers(int n)
     if (n - 1 > MAX_WORKERS) n = MAX_WORKERS + 1;
     pthread_once(&once, register_fork_handler);
     pthread_mutex_lock(&lock);
+    spawn_generation = atomic_load(&generation);
     while (n_workers < n - 1) {
         pthread_t t;
         pthread_attr_t attr;
@@ -104,13 +111,15 @@ static int ensure_workers(int n)
     return n < avail ? n : avail;
 }
 
-void drnn_parallel(int nthreads, drnn_task_fn fn, void *ctx)
+void drnn_parallel(int nthreads, drnn_task_fn fn, drnn_prepare_fn prepare, void *ctx)
 {
     if (nthreads <= 1 || pthread_mutex_trylock(&busy) != 0) {
+        if (prepare) prepare(ctx, 1);
         fn(ctx, 0, 1);
         return;
     }
     nthreads = ensure_workers(nthreads);
+    if (prepare) prepare(ctx, nthreads);
     if (nthreads <= 1) {
         pthread_mutex_unlock(&busy);
         fn(ctx, 0, 1);
@@ -141,7 +150,7 @@ void drnn_barrier_wait(drnn_barrier *b)
 {
     if (b->count <= 1) return;
     unsigned phase = atomic_load_explicit(&b->phase, memory_order_acquire);
-    if (atomic_fetch_add_explicit(&b->waiting, 1, memory_order_acq_rel) == b->count - 1) {
+    if (atomic_fetch_add_explicit(&b->waiting, 1, memory_order_acq_rel) == (unsigned)b->count - 1) {
         atomic_store_explicit(&b->waiting, 0, memory_order_relaxed);
         atomic_fetch_add_explicit(&b->phase, 1, memory_order_release);
         return;

@@ -416,6 +416,16 @@ static void run_task(void *arg, int tid, int n)
     drnn_fpmode_leave(fpmode);
 }
 
+/* Barriers for the thread count the pool actually grants. */
+static void size_barriers(void *arg, int n)
+{
+    run_ctx *r = (run_ctx *)arg;
+    r->nthreads = n;
+    drnn_barrier_init(&r->all, n);
+    drnn_barrier_init(&r->team[0], (n + 1) / 2);
+    drnn_barrier_init(&r->team[1], n / 2);
+}
+
 /* Stable sort of row indices by length, longest first. */
 static void order_by_length(int64_t B, const int32_t *len, int64_t *order)
 {
@@ -499,11 +509,6 @@ int drnn_rnn_forward(const drnn_rnn_desc *d, const void *packed,
     }
     r.order = order;
 
-    const int n = useful_threads(d, B, T, r.Np, r.Hout, num_threads);
-    r.nthreads = n;
-    drnn_barrier_init(&r.all, n);
-    drnn_barrier_init(&r.team[0], (n + 1) / 2);
-    drnn_barrier_init(&r.team[1], n / 2);
-    drnn_parallel(n, run_task, &r);
+    drnn_parallel(useful_threads(d, B, T, r.Np, r.Hout, num_threads), run_task, size_barriers, &r);
     return DRNN_OK;
 }
