@@ -59,7 +59,7 @@ static void dense_task(void *arg, int tid, int n)
     drnn_split(c->rows, n, tid, &r0, &r1);
     if (r1 <= r0) return;
     unsigned fpmode = drnn_fpmode_enter();
-    k->gemm(r1 - r0, c->out, c->in, c->x + r0 * c->x_stride, c->x_stride, c->w, c->b,
+    k->gemm(r1 - r0, c->out, c->in, c->x + r0 * c->x_stride, c->x_stride, c->w, 1, c->b,
             c->y + r0 * c->y_stride, c->y_stride, 0);
     for (int64_t r = r0; r < r1; ++r) {
         float *yr = c->y + r * c->y_stride;

@@ -3,11 +3,12 @@
  *
  *     C (M, N) = [C +] A (M, K) . Bp + bias
  *
- * Bp holds the weights in panels of NB = VW columns (pack.c), each panel K
- * rows of NB contiguous floats.  The micro-kernel keeps an MR x 2-panel
- * tile of C in registers, broadcasting one A element per row per k and
- * streaming two panel rows; K is cut into KC-deep slices so a panel pair
- * stays in L1 while MC rows of A sweep over it from L2 (GotoBLAS order).
+ * Bp holds the weights in panels of NB = VW columns (pack.c): G panels
+ * (a block's gates) interleaved per row, so panel p's row k is NB floats at
+ * (p / G) * K*G*NB + k*G*NB + (p % G)*NB.  The micro-kernel keeps an MR x
+ * 2-panel tile of C in registers, broadcasting one A element per row per k
+ * and streaming two panel rows; K is cut into KC-deep slices so a panel
+ * pair stays in L1 while MC rows of A sweep over it from L2 (GotoBLAS order).
  *
  * Written once against the vector type of simd.h and compiled per ISA.
  */
@@ -44,7 +45,8 @@ DRNN_INLINE void store_cols(float *p, vf v, int64_t n)
  * from bias (or zero), 2 = start from C + bias. */
 DRNN_INLINE void micro(const int rows, const int np, int64_t kc,
                        const float *A, int64_t lda, const float *B0, const float *B1,
-                       float *C, int64_t ldc, int init, const float *bias, int64_t ncols)
+                       int64_t ldb, float *C, int64_t ldc, int init, const float *bias,
+                       int64_t ncols)
 {
     vf acc[MR][2];
     const int64_t n0 = ncols, n1 = ncols - VW;
@@ -63,8 +65,8 @@ DRNN_INLINE void micro(const int rows, const int np, int64_t kc,
         }
     }
     for (int64_t k = 0; k < kc; ++k) {
-        const vf b0 = vload(B0 + k * VW);
-        const vf b1 = np > 1 ? vload(B1 + k * VW) : vzero();
+        const vf b0 = vload(B0 + k * ldb);
+        const vf b1 = np > 1 ? vload(B1 + k * ldb) : vzero();
 #pragma GCC unroll 12
         for (int r = 0; r < rows; ++r) {
             const vf a = vset1(A[r * lda + k]);
@@ -79,10 +81,17 @@ DRNN_INLINE void micro(const int rows, const int np, int64_t kc,
     }
 }
 
+/* Row k0 of panel p. */
+DRNN_INLINE const float *panel_at(const float *Bp, int G, int64_t K, int64_t p, int64_t k0)
+{
+    return Bp + (p / G) * K * G * VW + k0 * G * VW + (p % G) * VW;
+}
+
 void DRNN_KERNEL(drnn_gemm)(int64_t M, int64_t N, int64_t K,
-                            const float *A, int64_t lda, const float *Bp,
+                            const float *A, int64_t lda, const float *Bp, int G,
                             const float *bias, float *C, int64_t ldc, int accumulate)
 {
+    const int64_t ldb = (int64_t)G * VW;
     const int64_t panels = (N + VW - 1) / VW;
     if (K == 0) {
         /* No inputs: the product is empty, C = [C +] bias. */
@@ -102,23 +111,23 @@ void DRNN_KERNEL(drnn_gemm)(int64_t M, int64_t N, int64_t K,
             const int64_t mc = M - i0 < MC ? M - i0 : MC;
             for (int64_t p = 0; p < panels; p += 2) {
                 const int np = panels - p >= 2 ? 2 : 1;
-                const float *B0 = Bp + p * K * VW + k0 * VW;
-                const float *B1 = B0 + K * VW;
+                const float *B0 = panel_at(Bp, G, K, p, k0);
+                const float *B1 = np > 1 ? panel_at(Bp, G, K, p + 1, k0) : B0;
                 const float *bp = bias ? bias + p * VW : NULL;
                 const int64_t ncols = N - p * VW;
                 int64_t i = i0;
                 const float *Ak = A + k0;
                 for (; i + MR <= i0 + mc; i += MR) {
                     if (np == 2)
-                        micro(MR, 2, kc, Ak + i * lda, lda, B0, B1, C + i * ldc + p * VW, ldc, init, bp, ncols);
+                        micro(MR, 2, kc, Ak + i * lda, lda, B0, B1, ldb, C + i * ldc + p * VW, ldc, init, bp, ncols);
                     else
-                        micro(MR, 1, kc, Ak + i * lda, lda, B0, B1, C + i * ldc + p * VW, ldc, init, bp, ncols);
+                        micro(MR, 1, kc, Ak + i * lda, lda, B0, B1, ldb, C + i * ldc + p * VW, ldc, init, bp, ncols);
                 }
                 for (; i < i0 + mc; ++i) {
                     if (np == 2)
-                        micro(1, 2, kc, Ak + i * lda, lda, B0, B1, C + i * ldc + p * VW, ldc, init, bp, ncols);
+                        micro(1, 2, kc, Ak + i * lda, lda, B0, B1, ldb, C + i * ldc + p * VW, ldc, init, bp, ncols);
                     else
-                        micro(1, 1, kc, Ak + i * lda, lda, B0, B1, C + i * ldc + p * VW, ldc, init, bp, ncols);
+                        micro(1, 1, kc, Ak + i * lda, lda, B0, B1, ldb, C + i * ldc + p * VW, ldc, init, bp, ncols);
                 }
             }
         }

@@ -7,14 +7,22 @@
  *
  *   packed column (jb, g, u) = jb*G*NB + g*NB + u      hidden unit jb*NB + u
  *
- *   w_ih  GEMM panels: panel p = jb*G + g holds K_in rows of NB columns
+ *   w_ih  block jb holds K_in rows of its G gates' NB columns side by side:
+ *         [jb][k][g][u], so a block is one stream (GEMM panel p = jb*G + g
+ *         is lane group g of block jb, rows G*NB floats apart)
  *   bias  (G*Hp) b_ih + b_hh folded, packed order (GRU with linear before
  *         reset keeps b_hn apart, in b_hn (Hp))
- *   w_hh  recurrent blocks: block jb holds, for k < K_rec, its G gates' NB
- *         weights side by side: [jb][k][g][u], one contiguous stream per
- *         block.  GRU without linear-before-reset splits it into w_hh
- *         (gates r, z) and w_hn (gate n, fed r*h).
- *   w_hr  LSTM projection as GEMM panels (P outputs, H inputs)
+ *   w_hh  the same layout for the recurrent weights (K_rec rows), read by
+ *         the step kernels and the GEMM alike.  GRU without
+ *         linear-before-reset splits it into w_hh (gates r, z; G = 2) and
+ *         w_hn (gate n, fed r*h; G = 1).
+ *
+ * Summation order.  Every recurrent sum is one chain over k = 0 .. K-1,
+ * started from zero, in the step kernels and in the GEMM alike; the input
+ * projection is added after.  So a row's result is bit-for-bit the same
+ * whatever rows share its pass, whichever path (fused step or GEMM) and
+ * however many threads run it.
+ *   w_hr  LSTM projection, G = 1 (P outputs, H inputs)
  *   peep  three Hp vectors i, f, o
  *
  * The dispatch table (drnn_kernel_table) is the one place that says which
@@ -28,10 +36,12 @@
 
 #define DRNN_PACK_MAGIC 0x314b4341504e5244ULL   /* "DRNPACK1" */
 
-/* C (M, N) = [C +] A (M, K) . Bp + bias; Bp in panels of NB columns (see
- * above), bias NULL or ceil(N/NB)*NB floats; stores columns < N only. */
+/* C (M, N) = [C +] A (M, K) . Bp + bias; Bp packed with G gates per block
+ * (see above; panel p = NB columns starting at column p*NB), bias NULL or
+ * ceil(N/NB)*NB floats; stores columns < N only.  Bp may start mid-matrix
+ * at a block boundary. */
 typedef void (*drnn_gemm_fn)(int64_t M, int64_t N, int64_t K,
-                             const float *A, int64_t lda, const float *Bp,
+                             const float *A, int64_t lda, const float *Bp, int G,
                              const float *bias, float *C, int64_t ldc, int accumulate);
 
 /* Arguments of one time step of one layer in one direction. */
@@ -41,6 +51,9 @@ typedef struct {
     int64_t H, Hp, K;            /* hidden, padded hidden, recurrent inputs  */
     const float *w_hh, *w_hn, *b_hn, *peep;
     const float *const *x_ih;    /* per row: its G*Hp input projection       */
+    const float *sums;           /* NULL, or (rows, ld_sums) recurrent sums a
+                                    GEMM already made (large batches)        */
+    int64_t ld_sums;
     const float *h_prev;         /* (rows, ld_h): this step's input state    */
     int64_t ld_h;
     float *h_next;               /* (rows, Hp): the cell's output            */
@@ -65,7 +78,7 @@ typedef struct {
 
 #define DRNN_DECLARE_KERNELS(sfx)                                                        \
     void drnn_gemm_##sfx(int64_t, int64_t, int64_t, const float *, int64_t,              \
-                         const float *, const float *, float *, int64_t, int);           \
+                         const float *, int, const float *, float *, int64_t, int);      \
     void drnn_rnn_step_##sfx(const drnn_step_args *, int, int64_t, int64_t, int64_t, int64_t); \
     void drnn_lstm_step_##sfx(const drnn_step_args *, int, int64_t, int64_t, int64_t, int64_t); \
     void drnn_gru_step_##sfx(const drnn_step_args *, int, int64_t, int64_t, int64_t, int64_t); \

@@ -84,30 +84,20 @@ static int64_t gate_col(int64_t g, int64_t j, int64_t G, int vw)
     return (j / vw) * G * vw + g * vw + j % vw;
 }
 
-/* GEMM panels of a (G*H, K) row-major matrix: source row g*H + j becomes
- * packed column gate_col(g, j) -- lane c % NB of panel c / NB.  With G = 1
- * the columns keep their order (dense layers, projections). */
+/* Pack a (G*H, K) row-major matrix (G gates of H rows) into blocks of NB
+ * units with the gates interleaved per k: element (g*H + j, k) goes to
+ * block j / NB, row k, lane (g, j % NB) -- [jb][k][g][u].  A block's G
+ * panels are then one stream with a constant offset between gates; with
+ * G = 1 it is plain panels of NB columns (dense layers, projections). */
 static void pack_panels(float *dst, const float *src, int64_t G, int64_t H, int64_t K,
                         int vw, int64_t n_packed)
 {
     memset(dst, 0, (size_t)(n_packed * K) * sizeof(float));
-    for (int64_t row = 0; row < G * H; ++row) {
-        const int64_t c = gate_col(row / H, row % H, G, vw);
-        float *panel = dst + (c / vw) * K * vw + c % vw;
-        for (int64_t k = 0; k < K; ++k) panel[k * vw] = src[row * K + k];
-    }
-}
-
-/* Recurrent blocks [jb][k][g][u] for gates [g0, g0 + ng) of a (G*H, K) matrix. */
-static void pack_blocks(float *dst, const float *src, int64_t H, int64_t Hp, int64_t K,
-                        int g0, int ng, int vw)
-{
-    memset(dst, 0, (size_t)(ng * Hp * K) * sizeof(float));
-    for (int g = 0; g < ng; ++g)
+    for (int64_t g = 0; g < G; ++g)
         for (int64_t j = 0; j < H; ++j) {
-            const float *row = src + ((g0 + g) * H + j) * K;
-            float *blk = dst + (j / vw) * K * ng * vw + g * vw + j % vw;
-            for (int64_t k = 0; k < K; ++k) blk[k * ng * vw] = row[k];
+            const float *row = src + (g * H + j) * K;
+            float *out = dst + (j / vw) * K * G * vw + g * vw + j % vw;
+            for (int64_t k = 0; k < K; ++k) out[k * G * vw] = row[k];
         }
 }
 
@@ -152,10 +142,10 @@ int drnn_rnn_pack(const drnn_rnn_desc *d, const drnn_cell_weights *weights,
         if (gru_lbr && w->b_hh)
             for (int64_t j = 0; j < H; ++j) base[e->b_hn + j] = w->b_hh[2 * H + j];
         if (d->cell == DRNN_CELL_GRU && !d->linear_before_reset) {
-            pack_blocks(base + e->w_hh, w->w_hh, H, Hp, Hout, 0, 2, vw);
-            pack_blocks(base + e->w_hn, w->w_hh, H, Hp, H, 2, 1, vw);
+            pack_panels(base + e->w_hh, w->w_hh, 2, H, Hout, vw, 2 * Hp);
+            pack_panels(base + e->w_hn, w->w_hh + 2 * H * Hout, 1, H, H, vw, Hp);
         } else {
-            pack_blocks(base + e->w_hh, w->w_hh, H, Hp, Hout, 0, (int)G, vw);
+            pack_panels(base + e->w_hh, w->w_hh, G, H, Hout, vw, Np);
         }
         if (d->proj_size > 0)
             pack_panels(base + e->w_hr, w->w_hr, 1, d->proj_size, H, vw,

@@ -39,6 +39,8 @@
 #define UNIT_SPLIT_BYTES (512 * 1024)
 /* A thread in row-split mode wants at least this many rows. */
 #define MIN_ROWS_PER_THREAD 2
+/* From this many active rows a step's recurrent sums run as one GEMM. */
+#define GEMM_MIN_ROWS 12
 /* Projections smaller than this (flops) are not worth waking a thread. */
 #define MIN_PARALLEL_FLOPS 2.0e6
 
@@ -63,7 +65,8 @@ int drnn_check_desc(const drnn_rnn_desc *d)
 }
 
 typedef struct {
-    size_t views, order, x_rows, x_ih[2], seq[2], h[2][2], c[2], out[2], z[2], rh[2], total;
+    size_t views, order, x_rows, x_ih[2], seq[2], h[2][2], c[2], out[2], z[2], rh[2], sums[2],
+        total;
     int64_t ld_h;
 } ws_plan;
 
@@ -111,6 +114,7 @@ static int plan_workspace(const drnn_rnn_desc *d, int64_t batch, int64_t steps, 
         ok = reserve(&cur, &p->x_ih[dir], xih_elems, sizeof(float)) &&
              reserve(&cur, &p->h[dir][0], B * ld_h, sizeof(float)) &&
              reserve(&cur, &p->h[dir][1], B * ld_h, sizeof(float));
+        if (ok && B >= GEMM_MIN_ROWS) ok = reserve(&cur, &p->sums[dir], B * Np, sizeof(float));
         if (ok && d->cell == DRNN_CELL_LSTM) ok = reserve(&cur, &p->c[dir], B * Hp, sizeof(float));
         if (ok && d->proj_size > 0) ok = reserve(&cur, &p->out[dir], B * Hp, sizeof(float));
         if (ok && d->cell == DRNN_CELL_GRU && !d->linear_before_reset)
@@ -141,7 +145,7 @@ typedef struct {
     const drnn_packed_layer *pl;
     drnn_step_fn step;
     int64_t B, T, H, Hp, Hout, Np, ld_h, max_len;
-    int D, L, nphases;
+    int D, L, G, nphases;
     const float *x;
     int64_t x_sb, x_st;
     const int32_t *lengths;
@@ -210,13 +214,13 @@ static void project_inputs(run_ctx *r, int l, int tid, int n)
             drnn_split(M, n, tid, &lo, &hi);
             if (hi > lo)
                 r->k->gemm(hi - lo, r->Np, in.width, in.cptr + lo * in.st, in.st, w->w_ih,
-                           w->bias, x_ih + lo * r->Np, r->Np, 0);
+                           r->G, w->bias, x_ih + lo * r->Np, r->Np, 0);
         } else {
             int64_t lo, hi;
             drnn_split(r->B, n, tid, &lo, &hi);
             for (int64_t b = lo; b < hi; ++b)
                 r->k->gemm(r->T, r->Np, in.width, in.cptr + b * in.sb, in.st, w->w_ih,
-                           w->bias, x_ih + b * r->T * r->Np, r->Np, 0);
+                           r->G, w->bias, x_ih + b * r->T * r->Np, r->Np, 0);
         }
     }
 }
@@ -225,7 +229,7 @@ static void project_inputs(run_ctx *r, int l, int tid, int n)
 typedef struct {
     int l, dir, reverse;
     const drnn_packed_layer *w;
-    float *x_ih, *h[2], *c, *out, *z, *rh;
+    float *x_ih, *h[2], *c, *out, *z, *rh, *sums;
     const float **x_rows;     /* this thread's row pointers */
     seq_view y;
 } dir_state;
@@ -243,6 +247,7 @@ static void dir_init(const run_ctx *r, dir_state *s, int l, int dir, int tid)
     s->out = r->d->proj_size > 0 ? (float *)(r->ws + p->out[dir]) : NULL;
     s->z = p->z[dir] || p->rh[dir] ? (float *)(r->ws + p->z[dir]) : NULL;
     s->rh = p->rh[dir] ? (float *)(r->ws + p->rh[dir]) : NULL;
+    s->sums = p->sums[dir] ? (float *)(r->ws + p->sums[dir]) : NULL;
     s->x_rows = (const float **)(r->ws + p->x_rows) + (size_t)tid * r->B;
     s->y = layer_output(r, l);
 }
@@ -300,20 +305,34 @@ static void run_step(const run_ctx *r, dir_state *s, drnn_step_args *a, int64_t 
     a->h_prev = s->h[st % 2];
     float *h_next = s->h[(st + 1) % 2];
     a->h_next = s->out ? s->out : h_next;
+    const int vw = r->k->vw;
+    /* Many rows: the recurrent sums of this thread's blocks as one GEMM
+     * (same summation order as the fused kernels), then the gate math. */
+    const int use_gemm = s->sums && r1 - r0 >= GEMM_MIN_ROWS;
+    const int G0 = r->nphases > 1 ? 2 : r->G;   /* gates in phase 0 */
+    a->sums = use_gemm ? s->sums : NULL;
+    a->ld_sums = r->Np;
+    if (use_gemm)
+        r->k->gemm(r1 - r0, (jb1 - jb0) * G0 * vw, r->Hout, a->h_prev + r0 * r->ld_h, r->ld_h,
+                   s->w->w_hh + jb0 * G0 * r->Hout * vw, G0, NULL,
+                   s->sums + r0 * r->Np + jb0 * G0 * vw, r->Np, 0);
     r->step(a, 0, r0, r1, jb0, jb1);
     if (r->nphases > 1) {
         if (bar) drnn_barrier_wait(bar);
+        if (use_gemm)
+            r->k->gemm(r1 - r0, (jb1 - jb0) * vw, r->H, s->rh + r0 * r->Hp, r->Hp,
+                       s->w->w_hn + jb0 * r->H * vw, 1, NULL, s->sums + r0 * r->Np + jb0 * vw,
+                       r->Np, 0);
         r->step(a, 1, r0, r1, jb0, jb1);
     }
     if (s->out) {
         /* LSTM projection: h' (rows, P) = out (rows, H) . W_hr^T, over the
          * output panels [p0, p1) this thread owns. */
         if (bar) drnn_barrier_wait(bar);
-        const int vw = r->k->vw;
         const int64_t c0 = p0 * vw, c1 = p1 * vw < r->Hout ? p1 * vw : r->Hout;
         if (c1 > c0)
             r->k->gemm(r1 - r0, c1 - c0, r->H, s->out + r0 * r->Hp, r->Hp,
-                       s->w->w_hr + p0 * r->H * vw, NULL, h_next + r0 * r->ld_h + c0,
+                       s->w->w_hr + p0 * r->H * vw, 1, NULL, h_next + r0 * r->ld_h + c0,
                        r->ld_h, 0);
     }
 }
@@ -337,7 +356,7 @@ static void run_direction(run_ctx *r, int l, int dir, int tid, int tt, int tn, d
     dir_init(r, &s, l, dir, tid);
     const drnn_act *act = r->d->act[dir];
     drnn_step_args a = {r->d, act, r->H, r->Hp, r->Hout, s.w->w_hh, s.w->w_hn, s.w->b_hn,
-                        s.w->peep, NULL, NULL, r->ld_h, NULL, s.c, s.z, s.rh};
+                        s.w->peep, NULL, NULL, 0, NULL, r->ld_h, NULL, s.c, s.z, s.rh};
     const int vw = r->k->vw;
     const int64_t nb = r->Hp / vw;
     const int64_t whh_bytes = r->Np * r->Hout * (int64_t)sizeof(float);
@@ -488,7 +507,8 @@ int drnn_rnn_forward(const drnn_rnn_desc *d, const void *packed,
     r.H = d->hidden_size;
     r.Hp = drnn_round_up(r.H, r.k->vw);
     r.Hout = d->proj_size > 0 ? d->proj_size : r.H;
-    r.Np = drnn_gate_count(d->cell) * r.Hp;
+    r.G = drnn_gate_count(d->cell);
+    r.Np = r.G * r.Hp;
     r.ld_h = p.ld_h;
     r.D = d->num_directions; r.L = d->num_layers;
     r.nphases = d->cell == DRNN_CELL_GRU && !d->linear_before_reset ? 2 : 1;

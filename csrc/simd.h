@@ -44,7 +44,13 @@ typedef uint32_t vu __attribute__((vector_size(DRNN_VW * 4)));
 
 DRNN_INLINE vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 DRNN_INLINE void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
-DRNN_INLINE vf vset1(float x) { return (vf){0} + x; }
+/* Lane 0 shuffled everywhere: one broadcast instruction (x + (vf){0}
+ * would cost an add too, since -0.0 + 0.0 is not -0.0). */
+DRNN_INLINE vf vset1(float x)
+{
+    const vf v = {x};
+    return __builtin_shuffle(v, (vi){0});
+}
 DRNN_INLINE vf vzero(void) { return (vf){0}; }
 
 /* Lane-wise select: m ? a : b, m a comparison result (all ones / zero). */
