@@ -131,6 +131,8 @@ typedef struct {
     int count;
 } drnn_barrier;
 void drnn_barrier_init(drnn_barrier *b, int count);
+/* A pause for spin-wait loops. */
+void drnn_cpu_relax(void);
 void drnn_barrier_wait(drnn_barrier *b);
 
 /* Split [0, n) into `parts` near-equal ranges; range i is [*lo, *hi). */

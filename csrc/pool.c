@@ -139,6 +139,11 @@ void drnn_parallel(int nthreads, drnn_task_fn fn, drnn_prepare_fn prepare, void 
     pthread_mutex_unlock(&busy);
 }
 
+void drnn_cpu_relax(void)
+{
+    CPU_RELAX();
+}
+
 void drnn_barrier_init(drnn_barrier *b, int count)
 {
     atomic_store(&b->waiting, 0);

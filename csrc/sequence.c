@@ -18,7 +18,10 @@
  * buffered (a step reads one buffer and writes the other), so a row that
  * stops at its length leaves its final state in buffer len_b % 2.
  *
- * Threads (pool.c).  The directions of a bidirectional layer run on two
+ * Threads (pool.c).  When one thread must run a layer's time loop alone
+ * (one direction, too few rows, small weights), the other threads project
+ * the inputs ahead of it chunk by chunk instead of all before it.  The
+ * directions of a bidirectional layer run on two
  * teams of threads at once.  Within a team a direction is split by batch
  * rows (no synchronisation inside the time loop) when there are enough
  * rows, or by blocks of hidden units with a barrier per step when the
@@ -41,6 +44,9 @@
 #define MIN_ROWS_PER_THREAD 2
 /* From this many active rows a step's recurrent sums run as one GEMM. */
 #define GEMM_MIN_ROWS 12
+/* Steps per chunk when the input projection is pipelined with the time
+ * loop (one thread runs the recurrence while the others project ahead). */
+#define PIPE_CHUNK 64
 /* Projections smaller than this (flops) are not worth waking a thread. */
 #define MIN_PARALLEL_FLOPS 2.0e6
 
@@ -66,7 +72,7 @@ int drnn_check_desc(const drnn_rnn_desc *d)
 
 typedef struct {
     size_t views, order, x_rows, x_ih[2], seq[2], h[2][2], c[2], out[2], z[2], rh[2], sums[2],
-        total;
+        chunks, total;
     int64_t ld_h;
 } ws_plan;
 
@@ -107,7 +113,8 @@ static int plan_workspace(const drnn_rnn_desc *d, int64_t batch, int64_t steps, 
     memset(p, 0, sizeof *p);
     p->ld_h = (int64_t)ld_h;
     size_t cur = 0;
-    int ok = reserve(&cur, &p->views, (size_t)d->num_layers * D, sizeof(drnn_packed_layer)) &&
+    int ok = reserve(&cur, &p->chunks, (T + PIPE_CHUNK - 1) / PIPE_CHUNK, sizeof(atomic_int)) &&
+             reserve(&cur, &p->views, (size_t)d->num_layers * D, sizeof(drnn_packed_layer)) &&
              reserve(&cur, &p->order, B, sizeof(int64_t)) &&
              reserve(&cur, &p->x_rows, rows_ptrs, sizeof(float *));
     for (size_t dir = 0; ok && dir < D; ++dir) {
@@ -156,6 +163,7 @@ typedef struct {
     float *hn, *cn;
     char *ws;
     const ws_plan *p;
+    atomic_int *chunk_done;    /* per chunk of steps: last layer projected + 1 */
     int nthreads;
     drnn_barrier all, team[2];
 } run_ctx;
@@ -349,8 +357,54 @@ static void emit(const run_ctx *r, const dir_state *s, int64_t st, int64_t r0, i
     }
 }
 
-/* 2.+3. One direction of layer l on a team of tn threads (this is tt). */
-static void run_direction(run_ctx *r, int l, int dir, int tid, int tt, int tn, drnn_barrier *bar)
+enum { MODE_SINGLE, MODE_ROWS, MODE_UNITS };
+
+/* How a team of tn threads splits one direction's time loop. */
+static int split_mode(const run_ctx *r, int tn)
+{
+    const int64_t nb = r->Hp / r->k->vw;
+    const int64_t whh_bytes = r->Np * r->Hout * (int64_t)sizeof(float);
+    if (tn > 1 && r->B >= (int64_t)tn * MIN_ROWS_PER_THREAD) return MODE_ROWS;
+    if (tn > 1 && whh_bytes >= UNIT_SPLIT_BYTES && nb >= tn) return MODE_UNITS;
+    return MODE_SINGLE;
+}
+
+/* Steps [s0, s1) of chunk c, and the time range they read. */
+static void chunk_span(const run_ctx *r, int reverse, int64_t c, int64_t *t0, int64_t *t1)
+{
+    const int64_t s0 = c * PIPE_CHUNK, s1 = s0 + PIPE_CHUNK < r->T ? s0 + PIPE_CHUNK : r->T;
+    *t0 = reverse ? r->T - s1 : s0;
+    *t1 = reverse ? r->T - s0 : s1;
+}
+
+/* Pipelined projection: this helper thread (tid >= 1 of n) projects every
+ * (n-1)-th chunk of layer l (one direction, no lengths) and flags it. */
+static void project_chunks(run_ctx *r, int l, int tid, int n)
+{
+    const seq_view in = layer_input(r, l);
+    const drnn_packed_layer *w = &r->pl[l];
+    float *x_ih = (float *)(r->ws + r->p->x_ih[0]);
+    const int64_t nchunks = (r->T + PIPE_CHUNK - 1) / PIPE_CHUNK;
+    for (int64_t c = tid - 1; c < nchunks; c += n - 1) {
+        int64_t t0, t1;
+        chunk_span(r, r->d->reverse, c, &t0, &t1);
+        for (int64_t b = 0; b < r->B; ++b)
+            r->k->gemm(t1 - t0, r->Np, in.width, in.cptr + b * in.sb + t0 * in.st, in.st,
+                       w->w_ih, r->G, w->bias, x_ih + (b * r->T + t0) * r->Np, r->Np, 0);
+        atomic_store_explicit(&r->chunk_done[c], l + 1, memory_order_release);
+    }
+}
+
+static void wait_chunk(const run_ctx *r, int l, int64_t c)
+{
+    while (atomic_load_explicit(&r->chunk_done[c], memory_order_acquire) < l + 1)
+        drnn_cpu_relax();
+}
+
+/* 2.+3. One direction of layer l on a team of tn threads (this is tt);
+ * `pipelined`: one thread runs it while others project chunks ahead. */
+static void run_direction(run_ctx *r, int l, int dir, int tid, int tt, int tn, drnn_barrier *bar,
+                          int pipelined)
 {
     dir_state s;
     dir_init(r, &s, l, dir, tid);
@@ -359,10 +413,8 @@ static void run_direction(run_ctx *r, int l, int dir, int tid, int tt, int tn, d
                         s.w->peep, NULL, NULL, 0, NULL, r->ld_h, NULL, s.c, s.z, s.rh};
     const int vw = r->k->vw;
     const int64_t nb = r->Hp / vw;
-    const int64_t whh_bytes = r->Np * r->Hout * (int64_t)sizeof(float);
-
-    int mode_rows = tn > 1 && r->B >= (int64_t)tn * MIN_ROWS_PER_THREAD;
-    int mode_units = !mode_rows && tn > 1 && whh_bytes >= UNIT_SPLIT_BYTES && nb >= tn;
+    const int mode = split_mode(r, tn);
+    const int mode_rows = mode == MODE_ROWS, mode_units = mode == MODE_UNITS;
 
     if (mode_rows || (!mode_units && tn > 1)) {
         /* Rows: each thread runs its own rows through every step, no sync;
@@ -385,6 +437,7 @@ static void run_direction(run_ctx *r, int l, int dir, int tid, int tt, int tn, d
         for (int64_t st = 0; st < r->max_len; ++st) {
             const int64_t ra = active_end(r, 0, r->B, st);
             if (ra == 0) break;
+            if (pipelined && st % PIPE_CHUNK == 0) wait_chunk(r, l, st / PIPE_CHUNK);
             run_step(r, &s, &a, st, 0, ra, 0, nb, 0, (r->Hout + vw - 1) / vw, NULL);
             emit(r, &s, st, 0, ra, 0, r->Hout);
         }
@@ -418,15 +471,23 @@ static void run_task(void *arg, int tid, int n)
     run_ctx *r = (run_ctx *)arg;
     unsigned fpmode = drnn_fpmode_enter();
     for (int l = 0; l < r->L; ++l) {
+        const int pipelined = r->D == 1 && n >= 2 && !r->lengths && r->T >= 2 * PIPE_CHUNK &&
+                              split_mode(r, n) == MODE_SINGLE;
+        if (pipelined) {
+            if (tid == 0) run_direction(r, l, 0, 0, 0, 1, &r->all, 1);
+            else project_chunks(r, l, tid, n);
+            drnn_barrier_wait(&r->all);
+            continue;
+        }
         project_inputs(r, l, tid, n);
         drnn_barrier_wait(&r->all);
         if (r->D == 2 && n >= 2) {
             /* The two directions at once, on teams of alternate threads. */
             const int dir = tid % 2, tn = (n - dir + 1) / 2;
-            run_direction(r, l, dir, tid, tid / 2, tn, &r->team[dir]);
+            run_direction(r, l, dir, tid, tid / 2, tn, &r->team[dir], 0);
         } else {
             for (int dir = 0; dir < r->D; ++dir) {
-                run_direction(r, l, dir, tid, tid, n, &r->all);
+                run_direction(r, l, dir, tid, tid, n, &r->all, 0);
                 if (dir + 1 < r->D) drnn_barrier_wait(&r->all);
             }
         }
@@ -518,6 +579,8 @@ int drnn_rnn_forward(const drnn_rnn_desc *d, const void *packed,
     r.y = y; r.y_sb = y_stride_b; r.y_st = y_stride_t;
     r.hn = hn; r.cn = cn;
     r.ws = ws; r.p = &p;
+    r.chunk_done = (atomic_int *)(ws + p.chunks);
+    for (int64_t c = 0; c < (T + PIPE_CHUNK - 1) / PIPE_CHUNK; ++c) atomic_init(&r.chunk_done[c], 0);
 
     int64_t *order = (int64_t *)(ws + p.order);
     r.max_len = T;
