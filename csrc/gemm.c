@@ -22,7 +22,7 @@
 #define MR 6
 #define KC 256
 #endif
-#define MC (MR * 16)
+#define MC (MR * 8)
 
 /* Load / store the first n (<= VW) lanes. */
 DRNN_INLINE vf load_cols(const float *p, int64_t n)
@@ -43,10 +43,12 @@ DRNN_INLINE void store_cols(float *p, vf v, int64_t n)
 
 /* rows x (np panels) tile over one K slice.  init: 0 = load C, 1 = start
  * from bias (or zero), 2 = start from C + bias. */
+/* A element (r, k) at A[r * ars + k * aks]: packed tiles (ars 1, aks MR)
+ * or plain rows (ars lda, aks 1). */
 DRNN_INLINE void micro(const int rows, const int np, int64_t kc,
-                       const float *A, int64_t lda, const float *B0, const float *B1,
-                       int64_t ldb, float *C, int64_t ldc, int init, const float *bias,
-                       int64_t ncols)
+                       const float *A, int64_t ars, int64_t aks, const float *B0,
+                       const float *B1, int64_t ldb, float *C, int64_t ldc, int init,
+                       const float *bias, int64_t ncols)
 {
     vf acc[MR][2];
     const int64_t n0 = ncols, n1 = ncols - VW;
@@ -69,7 +71,7 @@ DRNN_INLINE void micro(const int rows, const int np, int64_t kc,
         const vf b1 = np > 1 ? vload(B1 + k * ldb) : vzero();
 #pragma GCC unroll 12
         for (int r = 0; r < rows; ++r) {
-            const vf a = vset1(A[r * lda + k]);
+            const vf a = vset1(A[r * ars + k * aks]);
             acc[r][0] += a * b0;
             if (np > 1) acc[r][1] += a * b1;
         }
@@ -92,6 +94,7 @@ void DRNN_KERNEL(drnn_gemm)(int64_t M, int64_t N, int64_t K,
                             const float *bias, float *C, int64_t ldc, int accumulate)
 {
     const int64_t ldb = (int64_t)G * VW;
+    float apack[MC * KC];   /* on the stack: 48 KiB */
     const int64_t panels = (N + VW - 1) / VW;
     if (K == 0) {
         /* No inputs: the product is empty, C = [C +] bias. */
@@ -109,6 +112,12 @@ void DRNN_KERNEL(drnn_gemm)(int64_t M, int64_t N, int64_t K,
         const int init = k0 > 0 ? 0 : (accumulate ? 2 : 1);
         for (int64_t i0 = 0; i0 < M; i0 += MC) {
             const int64_t mc = M - i0 < MC ? M - i0 : MC;
+            /* Whole MR-row tiles of this A block, k-major: the broadcasts of
+             * one k are then adjacent floats. */
+            for (int64_t t = 0; t + MR <= mc; t += MR)
+                for (int64_t k = 0; k < kc; ++k)
+                    for (int r = 0; r < MR; ++r)
+                        apack[t * kc + k * MR + r] = A[(i0 + t + r) * lda + k0 + k];
             for (int64_t p = 0; p < panels; p += 2) {
                 const int np = panels - p >= 2 ? 2 : 1;
                 const float *B0 = panel_at(Bp, G, K, p, k0);
@@ -116,18 +125,21 @@ void DRNN_KERNEL(drnn_gemm)(int64_t M, int64_t N, int64_t K,
                 const float *bp = bias ? bias + p * VW : NULL;
                 const int64_t ncols = N - p * VW;
                 int64_t i = i0;
-                const float *Ak = A + k0;
                 for (; i + MR <= i0 + mc; i += MR) {
+                    const float *Ap = apack + (i - i0) * kc;
+                    float *Ci = C + i * ldc + p * VW;
                     if (np == 2)
-                        micro(MR, 2, kc, Ak + i * lda, lda, B0, B1, ldb, C + i * ldc + p * VW, ldc, init, bp, ncols);
+                        micro(MR, 2, kc, Ap, 1, MR, B0, B1, ldb, Ci, ldc, init, bp, ncols);
                     else
-                        micro(MR, 1, kc, Ak + i * lda, lda, B0, B1, ldb, C + i * ldc + p * VW, ldc, init, bp, ncols);
+                        micro(MR, 1, kc, Ap, 1, MR, B0, B1, ldb, Ci, ldc, init, bp, ncols);
                 }
                 for (; i < i0 + mc; ++i) {
+                    const float *Ai = A + i * lda + k0;
+                    float *Ci = C + i * ldc + p * VW;
                     if (np == 2)
-                        micro(1, 2, kc, Ak + i * lda, lda, B0, B1, ldb, C + i * ldc + p * VW, ldc, init, bp, ncols);
+                        micro(1, 2, kc, Ai, lda, 1, B0, B1, ldb, Ci, ldc, init, bp, ncols);
                     else
-                        micro(1, 1, kc, Ak + i * lda, lda, B0, B1, ldb, C + i * ldc + p * VW, ldc, init, bp, ncols);
+                        micro(1, 1, kc, Ai, lda, 1, B0, B1, ldb, Ci, ldc, init, bp, ncols);
                 }
             }
         }
