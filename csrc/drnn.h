@@ -8,17 +8,19 @@
  * allocates every buffer, and passes raw pointers, sizes and strides.
  *
  * A recurrent *stack* (one cell family, num_layers layers, one or two
- * directions) runs a whole batch of sequences in one call:
+ * directions) is packed once and then runs a whole batch of sequences in
+ * one call:
  *
- *     drnn_rnn_workspace_size(desc, batch, steps)  -> bytes of scratch needed
- *     drnn_rnn_forward(desc, weights, ..., workspace, workspace_bytes)
+ *     drnn_rnn_packed_size(desc) / drnn_rnn_pack(desc, weights, packed)
+ *     drnn_rnn_workspace_size(desc, batch, steps, threads) -> scratch bytes
+ *     drnn_rnn_forward(desc, packed, ..., threads, workspace, workspace_bytes)
  *
  * For each layer and direction the input projection of every time step is
  * one GEMM (M = batch * steps); then a time loop runs the recurrent product
  * (a small GEMM over the still-active rows) with the gate math fused after it.
  *
- * Weight layout and gate order are PyTorch's, whatever framework produced
- * the model (the Python loaders permute):
+ * Weights given to drnn_rnn_pack use PyTorch's layout and gate order,
+ * whatever framework produced the model (the Python loaders permute):
  *     RNN  G = 1               LSTM G = 4: i f g o      GRU G = 3: r z n
  *     w_ih (G*H, in)  w_hh (G*H, H_out)  b_ih, b_hh (G*H)  w_hr (P, H)
  *     peepholes (3*H): i, f, o
@@ -112,16 +114,29 @@ typedef struct {
     const float *peep;   /* (3*H) LSTM peepholes i f o, or NULL               */
 } drnn_cell_weights;
 
-/* Bytes of workspace drnn_rnn_forward needs for this batch and length, or 0
- * with *err set (when err != NULL) if the description is invalid or the size
- * overflows. */
+/* ---- packing: once per model, at load ---------------------------------- */
+/* Bytes of the packed form of a stack's weights for the running ISA, or 0
+ * with *err set if the description is invalid. */
+size_t drnn_rnn_packed_size(const drnn_rnn_desc *desc, int *err);
+
+/* Repack weights (an array of L*D entries) into `packed` (at least
+ * drnn_rnn_packed_size bytes; any alignment) in the layout the running ISA's
+ * kernels stream.  The packed form is valid only with the same description
+ * and in the same process (it depends on the ISA chosen at import). */
+int drnn_rnn_pack(const drnn_rnn_desc *desc, const drnn_cell_weights *weights,
+                  void *packed, size_t packed_bytes);
+
+/* ---- running ------------------------------------------------------------ */
+/* Bytes of workspace drnn_rnn_forward needs for this batch, length and
+ * thread count, or 0 with *err set (when err != NULL) if the description is
+ * invalid or the size overflows. */
 size_t drnn_rnn_workspace_size(const drnn_rnn_desc *desc, int64_t batch,
-                               int64_t steps, int *err);
+                               int64_t steps, int num_threads, int *err);
 
 /*
  * Run the whole stack over a batch of sequences.
  *
- *   desc, weights      the stack; weights has L*D entries
+ *   desc, packed       the stack and its weights as drnn_rnn_pack left them
  *   batch, steps       B >= 0 and T >= 0
  *   x                  input, element (b, t, k) at x[b*x_stride_b + t*x_stride_t + k],
  *                      k < input_size (features contiguous)
@@ -132,33 +147,40 @@ size_t drnn_rnn_workspace_size(const drnn_rnn_desc *desc, int64_t batch,
  *                      j < D*H_out; steps past a sequence's length are zeroed
  *   hn                 (L*D, B, H_out) final hidden states, or NULL
  *   cn                 (L*D, B, H) LSTM final cell states, or NULL
- *   workspace          at least drnn_rnn_workspace_size() bytes, 64-byte aligned
- *                      preferred; contents on entry are irrelevant
+ *   num_threads        at most this many threads (>= 1); fewer when the work
+ *                      is too small to pay for them.  Results do not depend on it.
+ *   workspace          at least drnn_rnn_workspace_size(.., num_threads, ..)
+ *                      bytes, any alignment; contents on entry are irrelevant
  *
- * Flush-to-zero / denormals-are-zero are set for the duration of the call and
- * the caller's floating-point mode is restored.  Returns DRNN_OK or an error.
+ * Flush-to-zero / denormals-are-zero are set for the duration of the call on
+ * every thread it uses, and each thread's mode is restored.
+ * Returns DRNN_OK or an error code.
  */
-int drnn_rnn_forward(const drnn_rnn_desc *desc, const drnn_cell_weights *weights,
+int drnn_rnn_forward(const drnn_rnn_desc *desc, const void *packed,
                      int64_t batch, int64_t steps,
                      const float *x, int64_t x_stride_b, int64_t x_stride_t,
                      const int32_t *lengths,
                      const float *h0, const float *c0,
                      float *y, int64_t y_stride_b, int64_t y_stride_t,
                      float *hn, float *cn,
-                     void *workspace, size_t workspace_bytes);
+                     int num_threads, void *workspace, size_t workspace_bytes);
 
 /* ---- dense layers ----------------------------------------------------- */
+/* Bytes of a packed dense weight (and bias), or 0 for invalid sizes. */
+size_t drnn_dense_packed_size(int64_t in_features, int64_t out_features);
+/* Pack w (out, in) row-major, as torch.nn.Linear stores it, and b (out) or NULL. */
+int drnn_dense_pack(int64_t in_features, int64_t out_features, const float *w,
+                    const float *b, void *packed, size_t packed_bytes);
 /*
- * y (rows, out) = act(x (rows, in) . w^T + b), w (out, in) row-major as
- * torch.nn.Linear stores it; b (out) or NULL.  x rows at x_stride apart,
- * y rows at y_stride apart.  softmax != 0 applies a softmax over each output
- * row after act (use DRNN_ACT_LINEAR for a plain softmax head).
+ * y (rows, out) = act(x (rows, in) . w^T + b) with w, b from drnn_dense_pack;
+ * x rows at x_stride apart, y rows at y_stride apart.  softmax != 0 applies
+ * a softmax over each output row after act (use DRNN_ACT_LINEAR for a plain
+ * softmax head).
  */
 int drnn_dense_forward(int64_t rows, int64_t in_features, int64_t out_features,
-                       const float *x, int64_t x_stride,
-                       const float *w, const float *b,
+                       const float *x, int64_t x_stride, const void *packed,
                        drnn_act act, int softmax,
-                       float *y, int64_t y_stride);
+                       float *y, int64_t y_stride, int num_threads);
 
 /* Apply an activation elementwise in place (used by tests and the API). */
 int drnn_activation(drnn_act act, float *x, int64_t n);
@@ -168,6 +190,10 @@ int drnn_activation(drnn_act act, float *x, int64_t n);
  * Returns DRNN_OK, or DRNN_ERR_ARGUMENT for a name this build does not know
  * or this CPU cannot run. */
 int drnn_select_isa(const char *name);
+/* The instruction sets this build and CPU can run, space-separated. */
+const char *drnn_isa_list(void);
+/* CPUs this process may run on (its affinity mask). */
+int drnn_cpu_count(void);
 /* Name of the instruction set the kernels use ("portable", ...). */
 const char *drnn_isa_name(void);
 /* Features the CPU and OS support, as a space-separated list. */

@@ -1,89 +1,145 @@
 /*
- * gemm.c -- the products every cell and dense layer is built on.
+ * gemm.c -- the packed-weight GEMM every projection runs on.
  *
- *     C (M, N) = [C +] A (M, K) . B (N, K)^T + bias
+ *     C (M, N) = [C +] A (M, K) . Bp + bias
  *
- * B is a weight matrix in the framework's own row-major (out, in) layout, so
- * each output element is a dot product of two contiguous rows.  The loop
- * computes a 2 x 4 tile of outputs at a time with DRNN_LANES independent
- * partial sums per output, a shape the compiler vectorises for whatever
- * instruction set this file is compiled for: later ISA variants compile this
- * same source with other flags and another DRNN_KERNEL_SUFFIX.
+ * Bp holds the weights in panels of NB = VW columns (pack.c): G panels
+ * (a block's gates) interleaved per row, so panel p's row k is NB floats at
+ * (p / G) * K*G*NB + k*G*NB + (p % G)*NB.  The micro-kernel keeps an MR x
+ * 2-panel tile of C in registers, broadcasting one A element per row per k
+ * and streaming two panel rows; K is cut into KC-deep slices so a panel
+ * pair stays in L1 while MC rows of A sweep over it from L2 (GotoBLAS order).
+ *
+ * Written once against the vector type of simd.h and compiled per ISA.
  */
+#include "simd.h"
 #include "internal.h"
 
-#ifndef DRNN_LANES
-#define DRNN_LANES 8
+#if DRNN_VW >= 16
+#define MR 12
+#define KC 128
+#else
+#define MR 6
+#define KC 256
 #endif
-#ifndef DRNN_KERNEL_SUFFIX
-#define DRNN_KERNEL_SUFFIX portable
-#endif
-#define DRNN_CAT_(a, b) a##_##b
-#define DRNN_CAT(a, b) DRNN_CAT_(a, b)
-#define DRNN_KERNEL(name) DRNN_CAT(name, DRNN_KERNEL_SUFFIX)
+#define MC (MR * 8)
 
-/* Sum of the lanes, pairwise so the order does not depend on K. */
-static inline float lanes_sum(const float *v)
+/* Load / store the first n (<= VW) lanes. */
+DRNN_INLINE vf load_cols(const float *p, int64_t n)
 {
-    float t[DRNN_LANES];
-    for (int l = 0; l < DRNN_LANES; ++l) t[l] = v[l];
-    for (int w = DRNN_LANES / 2; w > 0; w /= 2)
-        for (int l = 0; l < w; ++l) t[l] += t[l + w];
-    return t[0];
+    if (n >= VW) return vload(p);
+    float t[VW] = {0};
+    memcpy(t, p, (size_t)n * sizeof(float));
+    return vload(t);
 }
 
-/* Dot products of MR rows of A with NR rows of B, MR <= 2, NR <= 4. */
-static inline void tile_dot(int MR, int NR, int64_t K,
-                            const float *A, int64_t lda,
-                            const float *B, int64_t ldb,
-                            float out[2][4])
+DRNN_INLINE void store_cols(float *p, vf v, int64_t n)
 {
-    float acc[2][4][DRNN_LANES];
-    for (int r = 0; r < 2; ++r)
-        for (int c = 0; c < 4; ++c)
-            for (int l = 0; l < DRNN_LANES; ++l) acc[r][c][l] = 0.0f;
+    if (n >= VW) { vstore(p, v); return; }
+    float t[VW];
+    vstore(t, v);
+    memcpy(p, t, (size_t)n * sizeof(float));
+}
 
-    const float *a0 = A, *a1 = A + (MR > 1 ? lda : 0);
-    const float *b0 = B, *b1 = B + (NR > 1 ? ldb : 0);
-    const float *b2 = B + (NR > 2 ? 2 * ldb : 0), *b3 = B + (NR > 3 ? 3 * ldb : 0);
-    int64_t k = 0;
-    for (; k + DRNN_LANES <= K; k += DRNN_LANES) {
-        for (int l = 0; l < DRNN_LANES; ++l) {
-            float x0 = a0[k + l], x1 = a1[k + l];
-            float w0 = b0[k + l], w1 = b1[k + l], w2 = b2[k + l], w3 = b3[k + l];
-            acc[0][0][l] += x0 * w0; acc[0][1][l] += x0 * w1;
-            acc[0][2][l] += x0 * w2; acc[0][3][l] += x0 * w3;
-            acc[1][0][l] += x1 * w0; acc[1][1][l] += x1 * w1;
-            acc[1][2][l] += x1 * w2; acc[1][3][l] += x1 * w3;
+/* rows x (np panels) tile over one K slice.  init: 0 = load C, 1 = start
+ * from bias (or zero), 2 = start from C + bias. */
+/* A element (r, k) at A[r * ars + k * aks]: packed tiles (ars 1, aks MR)
+ * or plain rows (ars lda, aks 1). */
+DRNN_INLINE void micro(const int rows, const int np, int64_t kc,
+                       const float *A, int64_t ars, int64_t aks, const float *B0,
+                       const float *B1, int64_t ldb, float *C, int64_t ldc, int init,
+                       const float *bias, int64_t ncols)
+{
+    vf acc[MR][2];
+    const int64_t n0 = ncols, n1 = ncols - VW;
+#pragma GCC unroll 12
+    for (int r = 0; r < rows; ++r) {
+        if (init == 1) {
+            acc[r][0] = bias ? vload(bias) : vzero();
+            if (np > 1) acc[r][1] = bias ? vload(bias + VW) : vzero();
+        } else {
+            acc[r][0] = load_cols(C + r * ldc, n0);
+            if (np > 1) acc[r][1] = load_cols(C + r * ldc + VW, n1);
+            if (init == 2 && bias) {
+                acc[r][0] += vload(bias);
+                if (np > 1) acc[r][1] += vload(bias + VW);
+            }
         }
     }
-    for (int r = 0; r < 2; ++r)
-        for (int c = 0; c < 4; ++c) {
-            const float *a = r ? a1 : a0;
-            const float *b = c == 0 ? b0 : c == 1 ? b1 : c == 2 ? b2 : b3;
-            float s = lanes_sum(acc[r][c]);
-            for (int64_t kk = k; kk < K; ++kk) s += a[kk] * b[kk];
-            out[r][c] = s;
+    for (int64_t k = 0; k < kc; ++k) {
+        const vf b0 = vload(B0 + k * ldb);
+        const vf b1 = np > 1 ? vload(B1 + k * ldb) : vzero();
+#pragma GCC unroll 12
+        for (int r = 0; r < rows; ++r) {
+            const vf a = vset1(A[r * ars + k * aks]);
+            acc[r][0] += a * b0;
+            if (np > 1) acc[r][1] += a * b1;
         }
+    }
+#pragma GCC unroll 12
+    for (int r = 0; r < rows; ++r) {
+        store_cols(C + r * ldc, acc[r][0], n0);
+        if (np > 1) store_cols(C + r * ldc + VW, acc[r][1], n1);
+    }
 }
 
-void DRNN_KERNEL(drnn_gemm_nt)(int64_t M, int64_t N, int64_t K,
-                               const float *A, int64_t lda,
-                               const float *B, int64_t ldb,
-                               float *C, int64_t ldc,
-                               const float *bias, int accumulate)
+/* Row k0 of panel p. */
+DRNN_INLINE const float *panel_at(const float *Bp, int G, int64_t K, int64_t p, int64_t k0)
 {
-    float out[2][4];
-    for (int64_t i = 0; i < M; i += 2) {
-        int MR = M - i >= 2 ? 2 : 1;
-        for (int64_t j = 0; j < N; j += 4) {
-            int NR = N - j >= 4 ? 4 : (int)(N - j);
-            tile_dot(MR, NR, K, A + i * lda, lda, B + j * ldb, ldb, out);
-            for (int r = 0; r < MR; ++r) {
-                float *c = C + (i + r) * ldc + j;
-                for (int cc = 0; cc < NR; ++cc) {
-                    float v = out[r][cc] + (bias ? bias[j + cc] : 0.0f);
-                    c[cc] = accumulate ? c[cc] + v : v;
+    return Bp + (p / G) * K * G * VW + k0 * G * VW + (p % G) * VW;
+}
+
+void DRNN_KERNEL(drnn_gemm)(int64_t M, int64_t N, int64_t K,
+                            const float *A, int64_t lda, const float *Bp, int G,
+                            const float *bias, float *C, int64_t ldc, int accumulate)
+{
+    const int64_t ldb = (int64_t)G * VW;
+    float apack[MC * KC];   /* on the stack: 48 KiB */
+    const int64_t panels = (N + VW - 1) / VW;
+    if (K == 0) {
+        /* No inputs: the product is empty, C = [C +] bias. */
+        for (int64_t i = 0; i < M; ++i)
+            for (int64_t p = 0; p < panels; ++p) {
+                const int64_t nc = N - p * VW;
+                vf v = bias ? vload(bias + p * VW) : vzero();
+                if (accumulate) v += load_cols(C + i * ldc + p * VW, nc);
+                store_cols(C + i * ldc + p * VW, v, nc);
+            }
+        return;
+    }
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+        const int64_t kc = K - k0 < KC ? K - k0 : KC;
+        const int init = k0 > 0 ? 0 : (accumulate ? 2 : 1);
+        for (int64_t i0 = 0; i0 < M; i0 += MC) {
+            const int64_t mc = M - i0 < MC ? M - i0 : MC;
+            /* Whole MR-row tiles of this A block, k-major: the broadcasts of
+             * one k are then adjacent floats. */
+            for (int64_t t = 0; t + MR <= mc; t += MR)
+                for (int64_t k = 0; k < kc; ++k)
+                    for (int r = 0; r < MR; ++r)
+                        apack[t * kc + k * MR + r] = A[(i0 + t + r) * lda + k0 + k];
+            for (int64_t p = 0; p < panels; p += 2) {
+                const int np = panels - p >= 2 ? 2 : 1;
+                const float *B0 = panel_at(Bp, G, K, p, k0);
+                const float *B1 = np > 1 ? panel_at(Bp, G, K, p + 1, k0) : B0;
+                const float *bp = bias ? bias + p * VW : NULL;
+                const int64_t ncols = N - p * VW;
+                int64_t i = i0;
+                for (; i + MR <= i0 + mc; i += MR) {
+                    const float *Ap = apack + (i - i0) * kc;
+                    float *Ci = C + i * ldc + p * VW;
+                    if (np == 2)
+                        micro(MR, 2, kc, Ap, 1, MR, B0, B1, ldb, Ci, ldc, init, bp, ncols);
+                    else
+                        micro(MR, 1, kc, Ap, 1, MR, B0, B1, ldb, Ci, ldc, init, bp, ncols);
+                }
+                for (; i < i0 + mc; ++i) {
+                    const float *Ai = A + i * lda + k0;
+                    float *Ci = C + i * ldc + p * VW;
+                    if (np == 2)
+                        micro(1, 2, kc, Ai, lda, 1, B0, B1, ldb, Ci, ldc, init, bp, ncols);
+                    else
+                        micro(1, 1, kc, Ai, lda, 1, B0, B1, ldb, Ci, ldc, init, bp, ncols);
                 }
             }
         }

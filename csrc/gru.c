@@ -1,59 +1,81 @@
 /*
- * gru.c -- one time step of the GRU, PyTorch gate order r z n:
+ * gru.c -- one time step of the GRU on packed weights, gate order r z n:
  *
- *     r = f(x_r + R_r h + b_hr)       z = f(x_z + R_z h + b_hz)
+ *     r = f(x_r + R_r h)        z = f(x_z + R_z h)       (biases folded in x)
  *     linear_before_reset = 1 (PyTorch, Keras reset_after=True):
- *         n = g(x_n + r * (R_n h + b_hn))
+ *         n = g(x_n + r * (R_n h + b_hn))               one phase
  *     linear_before_reset = 0 (Keras reset_after=False, ONNX default):
- *         n = g(x_n + R_n (r * h) + b_hn)
+ *         phase 0: r, z; keep z and r * h
+ *         phase 1: n = g(x_n + R_n (r * h))             (b_hn folded in x_n)
  *     h' = (1 - z) * n + z * h
  *
- * The second form needs r before the last product, so it runs two products:
- * the r and z rows of R first, then R_n on r * h.
+ * The second form needs every unit's r before any n, so the driver puts a
+ * barrier between its phases when units are split across threads.
  */
-#include "act.h"
-#include "internal.h"
+#include "cell.h"
 
-void drnn_gru_step(const drnn_step_args *s)
+#if DRNN_VW >= 16
+#define RMAX 6          /* 6 rows x 3 gates = 18 chains */
+#else
+#define RMAX 2
+#endif
+#define BLK1 3          /* one row: 3 blocks x 3 gates = 9 chains */
+
+/* linear_before_reset: s = sums of r, z, n. */
+DRNN_INLINE void gru_finish_lbr(const drnn_step_args *a, int phase, int64_t row, int64_t jb,
+                                const vf *s)
 {
-    const drnn_rnn_desc *d = s->desc;
-    const int64_t H = d->hidden_size;
-    const int64_t G = 3 * H;
-    const float *R = s->w->w_hh, *b_hh = s->w->b_hh;
-    const drnn_act *f = &s->act[0], *g = &s->act[1];
-    const int lbr = d->linear_before_reset;
+    (void)phase;
+    const int64_t u0 = jb * VW;
+    const float clip = a->desc->clip;
+    const drnn_act *fa = &a->act[0], *ga = &a->act[1];
+    const float *x = a->x_ih[row] + jb * 3 * VW;
+    const vf hp = vload(a->h_prev + row * a->ld_h + u0);
+    const vf r = vact(fa, vclip(s[0] + vload(x), clip));
+    const vf z = vact(fa, vclip(s[1] + vload(x + VW), clip));
+    const vf hn = s[2] + (a->b_hn ? vload(a->b_hn + u0) : vzero());
+    const vf n = vact(ga, vclip(vload(x + 2 * VW) + r * hn, clip));
+    vstore(a->h_next + row * a->Hp + u0, (1.0f - z) * n + z * hp);
+}
 
-    /* r and z rows (and n rows when linear before reset) of h . R^T + b_hh */
-    s->k->gemm_nt(s->rows, lbr ? G : 2 * H, H, s->h, H, R, H, s->gates, G, b_hh, 0);
+/* Reset before the product, phase 0: s = sums of r, z; keep z and r * h. */
+DRNN_INLINE void gru_finish_rz(const drnn_step_args *a, int phase, int64_t row, int64_t jb,
+                               const vf *s)
+{
+    (void)phase;
+    const int64_t Hp = a->Hp, u0 = jb * VW;
+    const float clip = a->desc->clip;
+    const drnn_act *fa = &a->act[0];
+    const float *x = a->x_ih[row] + jb * 3 * VW;
+    const vf hp = vload(a->h_prev + row * a->ld_h + u0);
+    const vf r = vact(fa, vclip(s[0] + vload(x), clip));
+    vstore(a->z + row * Hp + u0, vact(fa, vclip(s[1] + vload(x + VW), clip)));
+    vstore(a->rh + row * Hp + u0, r * hp);
+}
 
-    for (int64_t r = 0; r < s->rows; ++r) {
-        float *gr = s->gates + r * G;
-        const float *xi = s->x_ih[r];
-        for (int64_t j = 0; j < 2 * H; ++j) gr[j] += xi[j];
-        drnn_clip_segment(gr, 2 * H, d->clip);
-        drnn_act_segment(f, gr, gr, 2 * H);
-        if (!lbr) {
-            const float *h = s->h + r * H;
-            float *rh = s->tmp + r * H;
-            for (int64_t j = 0; j < H; ++j) rh[j] = gr[j] * h[j];
-        }
-    }
-    if (!lbr) {
-        /* n rows: (r * h) . R_n^T + b_hn */
-        s->k->gemm_nt(s->rows, H, H, s->tmp, H, R + 2 * H * H, H, s->gates + 2 * H, G,
-                      b_hh ? b_hh + 2 * H : NULL, 0);
-    }
-    for (int64_t r = 0; r < s->rows; ++r) {
-        float *gr = s->gates + r * G, *gz = gr + H, *gn = gr + 2 * H;
-        float *h = s->h + r * H;
-        const float *xn = s->x_ih[r] + 2 * H;
-        if (lbr) {
-            for (int64_t j = 0; j < H; ++j) gn[j] = xn[j] + gr[j] * gn[j];
-        } else {
-            for (int64_t j = 0; j < H; ++j) gn[j] += xn[j];
-        }
-        drnn_clip_segment(gn, H, d->clip);
-        drnn_act_segment(g, gn, gn, H);
-        for (int64_t j = 0; j < H; ++j) h[j] = (1.0f - gz[j]) * gn[j] + gz[j] * h[j];
-    }
+/* Reset before the product, phase 1: s = the sum of R_n (r * h). */
+DRNN_INLINE void gru_finish_n(const drnn_step_args *a, int phase, int64_t row, int64_t jb,
+                              const vf *s)
+{
+    (void)phase;
+    const int64_t Hp = a->Hp, u0 = jb * VW;
+    const float *x = a->x_ih[row] + jb * 3 * VW;
+    const vf hp = vload(a->h_prev + row * a->ld_h + u0);
+    const vf n = vact(&a->act[1], vclip(s[0] + vload(x + 2 * VW), a->desc->clip));
+    const vf z = vload(a->z + row * Hp + u0);
+    vstore(a->h_next + row * Hp + u0, (1.0f - z) * n + z * hp);
+}
+
+void DRNN_KERNEL(drnn_gru_step)(const drnn_step_args *a, int phase,
+                                int64_t r0, int64_t r1, int64_t jb0, int64_t jb1)
+{
+    if (a->desc->linear_before_reset)
+        cell_sums(a, 0, 3, RMAX, BLK1, a->w_hh, a->h_prev, a->ld_h, a->K, r0, r1, jb0, jb1,
+                  gru_finish_lbr);
+    else if (phase == 0)
+        cell_sums(a, 0, 2, RMAX, BLK1, a->w_hh, a->h_prev, a->ld_h, a->K, r0, r1, jb0, jb1,
+                  gru_finish_rz);
+    else
+        cell_sums(a, 1, 1, RMAX, BLK1, a->w_hn, a->rh, a->Hp, a->H, r0, r1, jb0, jb1,
+                  gru_finish_n);
 }

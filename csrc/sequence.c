@@ -1,57 +1,58 @@
 /*
  * sequence.c -- the whole-sequence driver shared by the RNN, LSTM and GRU.
  *
- * For each layer and direction:
- *   1. the input projection of every step at once, one GEMM with
- *      M = batch * steps:  x_ih (B, T, G*H) = x . W_ih^T + b_ih;
- *   2. a time loop over the rows still active at that step; the cell's step
- *      function runs the recurrent product and the gate math;
- *   3. each step's hidden state is written to the layer's output, steps past
- *      a sequence's end are zeroed, and the final states are scattered out.
+ * For each layer:
+ *   1. the input projection of every step of every direction, one GEMM per
+ *      direction with M = batch * steps (rows split across the threads):
+ *      x_ih (B*T, G*Hp) = x . W_ih^T + b_ih + b_hh;
+ *   2. the time loop of each direction: per step the cell kernel runs the
+ *      recurrent product over the rows still active with the gate math fused
+ *      after it;
+ *   3. each step's hidden state goes to the layer's output, steps past a
+ *      sequence's end are zeroed, the final states are scattered out.
  *
- * Variable lengths: the batch is ordered by length, longest first (stable,
- * so equal lengths keep their order), and the state rows live in that order
- * in the workspace.  The rows active at step s are then a prefix, so the
- * recurrent product is one GEMM over a contiguous block.  Sequence b at step
- * s reads time t = s (forward) or t = length_b - 1 - s (reverse), which is
- * PyTorch's packed-sequence semantics.
+ * Variable lengths: the batch is ordered by length, longest first (stable),
+ * and state rows live in that order, so the rows active at step s are a
+ * prefix.  Sequence b at step s reads time t = s (forward) or t = len_b-1-s
+ * (reverse): PyTorch's packed-sequence semantics.  States are double
+ * buffered (a step reads one buffer and writes the other), so a row that
+ * stops at its length leaves its final state in buffer len_b % 2.
  *
- * Layers ping-pong between two (B, T, D*H_out) buffers; the last layer
- * writes the caller's output directly.  All scratch comes from the caller's
- * workspace, laid out by plan_workspace() for both the size query and the run.
+ * Threads (pool.c).  When one thread must run a layer's time loop alone
+ * (one direction, too few rows, small weights), the other threads project
+ * the inputs ahead of it chunk by chunk instead of all before it.  The
+ * directions of a bidirectional layer run on two
+ * teams of threads at once.  Within a team a direction is split by batch
+ * rows (no synchronisation inside the time loop) when there are enough
+ * rows, or by blocks of hidden units with a barrier per step when the
+ * recurrent weights are too large for one core's cache; otherwise one thread
+ * runs it.  Results are identical for every thread count: the split never
+ * changes what any sum adds, or in what order.
+ *
+ * All scratch comes from the caller's workspace, laid out by plan_workspace()
+ * for both the size query and the run.
  */
 #include <string.h>
 #include "act.h"
 #include "internal.h"
 
 #define ALIGN 64
+/* Split one direction's units across threads once its recurrent weights
+ * exceed this (bytes): below it a step is too short to pay a barrier. */
+#define UNIT_SPLIT_BYTES (512 * 1024)
+/* A thread in row-split mode wants at least this many rows. */
+#define MIN_ROWS_PER_THREAD 2
+/* From this many active rows a step's recurrent sums run as one GEMM. */
+#define GEMM_MIN_ROWS 12
+/* Steps per chunk when the input projection is pipelined with the time
+ * loop (one thread runs the recurrence while the others project ahead). */
+#define PIPE_CHUNK 64
+/* Projections smaller than this (flops) are not worth waking a thread. */
+#define MIN_PARALLEL_FLOPS 2.0e6
 
-typedef struct {
-    size_t order, x_rows, seq[2], x_ih, gates, h, c, tmp, total;
-} ws_plan;
+/* ---- description and workspace ------------------------------------------ */
 
-/* Reserve n elements of size elem at the end of the plan; 0 on overflow. */
-static int reserve(size_t *cursor, size_t *slot, size_t n, size_t elem)
-{
-    if (n != 0 && elem > (SIZE_MAX - ALIGN) / n)
-        return 0;
-    size_t bytes = (n * elem + ALIGN - 1) / ALIGN * ALIGN;
-    if (*cursor > SIZE_MAX - bytes)
-        return 0;
-    *slot = *cursor;
-    *cursor += bytes;
-    return 1;
-}
-
-static int mul_ok(size_t a, size_t b, size_t *out)
-{
-    if (a != 0 && b > SIZE_MAX / a)
-        return 0;
-    *out = a * b;
-    return 1;
-}
-
-static int check_desc(const drnn_rnn_desc *d)
+int drnn_check_desc(const drnn_rnn_desc *d)
 {
     if (!d) return DRNN_ERR_ARGUMENT;
     if (d->cell < DRNN_CELL_RNN || d->cell > DRNN_CELL_GRU) return DRNN_ERR_ARGUMENT;
@@ -59,65 +60,453 @@ static int check_desc(const drnn_rnn_desc *d)
     if (d->num_directions != 1 && d->num_directions != 2) return DRNN_ERR_ARGUMENT;
     if (d->proj_size < 0 || (d->proj_size > 0 && d->cell != DRNN_CELL_LSTM)) return DRNN_ERR_ARGUMENT;
     if (d->clip < 0.0f || d->clip != d->clip) return DRNN_ERR_ARGUMENT;
+    /* Sizes whose packed products would overflow int64 float counts. */
+    if (d->hidden_size > (1 << 20) || d->input_size > (1 << 24) || d->proj_size > (1 << 20) ||
+        d->num_layers > 4096)
+        return DRNN_ERR_OVERFLOW;
     for (int dir = 0; dir < d->num_directions; ++dir)
         for (int a = 0; a < 3; ++a)
             if (!drnn_act_valid(&d->act[dir][a])) return DRNN_ERR_ARGUMENT;
     return DRNN_OK;
 }
 
-static int plan_workspace(const drnn_rnn_desc *d, int64_t batch, int64_t steps, ws_plan *p)
+typedef struct {
+    size_t views, order, x_rows, x_ih[2], seq[2], h[2][2], c[2], out[2], z[2], rh[2], sums[2],
+        chunks, total;
+    int64_t ld_h;
+} ws_plan;
+
+/* Reserve n elements of size elem; 0 on overflow. */
+static int reserve(size_t *cursor, size_t *slot, size_t n, size_t elem)
 {
-    int rc = check_desc(d);
+    if (n != 0 && elem > (SIZE_MAX / 2) / n) return 0;
+    size_t bytes = (n * elem + ALIGN - 1) / ALIGN * ALIGN;
+    if (*cursor > SIZE_MAX / 2 - bytes) return 0;
+    *slot = *cursor;
+    *cursor += bytes;
+    return 1;
+}
+
+static int mul_ok(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > SIZE_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+
+static int plan_workspace(const drnn_rnn_desc *d, int64_t batch, int64_t steps, int nthreads,
+                          ws_plan *p)
+{
+    int rc = drnn_check_desc(d);
     if (rc) return rc;
-    if (batch < 0 || steps < 0) return DRNN_ERR_ARGUMENT;
-    const size_t B = (size_t)batch, T = (size_t)steps;
-    const size_t H = (size_t)d->hidden_size;
-    const size_t Hout = d->proj_size > 0 ? (size_t)d->proj_size : H;
-    const size_t G = (size_t)drnn_gate_count(d->cell);
-    size_t bt, seq_elems, xih_elems, gate_elems;
-    if (!mul_ok(B, T, &bt) || !mul_ok(bt, (size_t)d->num_directions * Hout, &seq_elems) ||
-        !mul_ok(bt, G * H, &xih_elems) || !mul_ok(B, G * H, &gate_elems))
+    if (batch < 0 || steps < 0 || nthreads < 1) return DRNN_ERR_ARGUMENT;
+    const int vw = drnn_kernels()->vw;
+    const size_t B = (size_t)batch, T = (size_t)steps, D = (size_t)d->num_directions;
+    const size_t Hp = (size_t)drnn_round_up(d->hidden_size, vw);
+    const size_t Hout = d->proj_size > 0 ? (size_t)d->proj_size : (size_t)d->hidden_size;
+    const size_t Np = (size_t)drnn_gate_count(d->cell) * Hp;
+    const size_t ld_h = d->proj_size > 0 ? Hout : Hp;
+    size_t bt, seq_elems, xih_elems, rows_ptrs;
+    if (!mul_ok(B, T, &bt) || !mul_ok(bt, D * Hout, &seq_elems) || !mul_ok(bt, Np, &xih_elems) ||
+        !mul_ok(B, (size_t)nthreads, &rows_ptrs))
         return DRNN_ERR_OVERFLOW;
+    memset(p, 0, sizeof *p);
+    p->ld_h = (int64_t)ld_h;
     size_t cur = 0;
-    memset(p, 0, sizeof(*p));
+    int ok = reserve(&cur, &p->chunks, (T + PIPE_CHUNK - 1) / PIPE_CHUNK, sizeof(atomic_int)) &&
+             reserve(&cur, &p->views, (size_t)d->num_layers * D, sizeof(drnn_packed_layer)) &&
+             reserve(&cur, &p->order, B, sizeof(int64_t)) &&
+             reserve(&cur, &p->x_rows, rows_ptrs, sizeof(float *));
+    for (size_t dir = 0; ok && dir < D; ++dir) {
+        ok = reserve(&cur, &p->x_ih[dir], xih_elems, sizeof(float)) &&
+             reserve(&cur, &p->h[dir][0], B * ld_h, sizeof(float)) &&
+             reserve(&cur, &p->h[dir][1], B * ld_h, sizeof(float));
+        if (ok && B >= GEMM_MIN_ROWS) ok = reserve(&cur, &p->sums[dir], B * Np, sizeof(float));
+        if (ok && d->cell == DRNN_CELL_LSTM) ok = reserve(&cur, &p->c[dir], B * Hp, sizeof(float));
+        if (ok && d->proj_size > 0) ok = reserve(&cur, &p->out[dir], B * Hp, sizeof(float));
+        if (ok && d->cell == DRNN_CELL_GRU && !d->linear_before_reset)
+            ok = reserve(&cur, &p->z[dir], B * Hp, sizeof(float)) &&
+                 reserve(&cur, &p->rh[dir], B * Hp, sizeof(float));
+    }
     int nseq = d->num_layers > 2 ? 2 : d->num_layers - 1;
-    int ok = reserve(&cur, &p->order, B, sizeof(int64_t)) &&
-             reserve(&cur, &p->x_rows, B, sizeof(float *)) &&
-             reserve(&cur, &p->x_ih, xih_elems, sizeof(float)) &&
-             reserve(&cur, &p->gates, gate_elems, sizeof(float)) &&
-             reserve(&cur, &p->h, B * Hout, sizeof(float)) &&
-             reserve(&cur, &p->c, B * H, sizeof(float)) &&
-             reserve(&cur, &p->tmp, B * H, sizeof(float));
-    for (int i = 0; ok && i < nseq; ++i)
-        ok = reserve(&cur, &p->seq[i], seq_elems, sizeof(float));
+    for (int i = 0; ok && i < nseq; ++i) ok = reserve(&cur, &p->seq[i], seq_elems, sizeof(float));
     if (!ok) return DRNN_ERR_OVERFLOW;
     p->total = cur + ALIGN;   /* slack to align an unaligned workspace */
     return DRNN_OK;
 }
 
-size_t drnn_rnn_workspace_size(const drnn_rnn_desc *desc, int64_t batch, int64_t steps, int *err)
+size_t drnn_rnn_workspace_size(const drnn_rnn_desc *desc, int64_t batch, int64_t steps,
+                               int num_threads, int *err)
 {
     ws_plan p;
-    int rc = plan_workspace(desc, batch, steps, &p);
+    int rc = plan_workspace(desc, batch, steps, num_threads < 1 ? 1 : num_threads, &p);
     if (err) *err = rc;
     return rc ? 0 : p.total;
 }
 
-static int check_weights(const drnn_rnn_desc *d, const drnn_cell_weights *w)
+/* ---- the run -------------------------------------------------------------- */
+
+typedef struct {
+    const drnn_rnn_desc *d;
+    const drnn_kernel_table *k;
+    const drnn_packed_layer *pl;
+    drnn_step_fn step;
+    int64_t B, T, H, Hp, Hout, Np, ld_h, max_len;
+    int D, L, G, nphases;
+    const float *x;
+    int64_t x_sb, x_st;
+    const int32_t *lengths;
+    const int64_t *order;
+    const float *h0, *c0;
+    float *y;
+    int64_t y_sb, y_st;
+    float *hn, *cn;
+    char *ws;
+    const ws_plan *p;
+    atomic_int *chunk_done;    /* per chunk of steps: last layer projected + 1 */
+    int nthreads;
+    drnn_barrier all, team[2];
+} run_ctx;
+
+static inline int64_t row_length(const run_ctx *r, int64_t b)
 {
-    int n = d->num_layers * d->num_directions;
-    for (int i = 0; i < n; ++i) {
-        if (!w[i].w_ih || !w[i].w_hh) return DRNN_ERR_ARGUMENT;
-        if (d->proj_size > 0 && !w[i].w_hr) return DRNN_ERR_ARGUMENT;
-        if (w[i].peep && d->cell != DRNN_CELL_LSTM) return DRNN_ERR_ARGUMENT;
-    }
-    return DRNN_OK;
+    return r->lengths ? r->lengths[b] : r->T;
 }
 
-typedef void (*step_fn)(const drnn_step_args *);
+/* Rows of [r0, r1) (length order) still active at step s: a prefix. */
+static inline int64_t active_end(const run_ctx *r, int64_t r0, int64_t r1, int64_t s)
+{
+    if (!r->lengths) return s < r->T ? r1 : r0;
+    while (r1 > r0 && r->lengths[r->order[r1 - 1]] <= s) --r1;
+    return r1;
+}
 
-/* Stable sort of row indices by length, longest first (insertion sort on
- * the already-sorted runs PyTorch users pass; B is small). */
+/* Layer input / output (pointer, batch stride, time stride, width). */
+typedef struct { float *ptr; const float *cptr; int64_t sb, st, width; } seq_view;
+
+static seq_view layer_input(const run_ctx *r, int l)
+{
+    seq_view v = {0};
+    if (l == 0) {
+        v.cptr = r->x; v.sb = r->x_sb; v.st = r->x_st; v.width = r->d->input_size;
+    } else {
+        v.cptr = (const float *)(r->ws + r->p->seq[(l - 1) % 2]);
+        v.st = r->D * r->Hout; v.sb = r->T * v.st; v.width = v.st;
+    }
+    return v;
+}
+
+static seq_view layer_output(const run_ctx *r, int l)
+{
+    seq_view v = {0};
+    if (l == r->L - 1) {
+        v.ptr = r->y; v.sb = r->y_sb; v.st = r->y_st;
+    } else {
+        v.ptr = (float *)(r->ws + r->p->seq[l % 2]);
+        v.st = r->D * r->Hout; v.sb = r->T * v.st;
+    }
+    v.width = r->D * r->Hout;
+    return v;
+}
+
+/* 1. Input projections of layer l, rows of B*T split over all threads. */
+static void project_inputs(run_ctx *r, int l, int tid, int n)
+{
+    const seq_view in = layer_input(r, l);
+    const int64_t M = r->B * r->T;
+    for (int dir = 0; dir < r->D; ++dir) {
+        const drnn_packed_layer *w = &r->pl[l * r->D + dir];
+        float *x_ih = (float *)(r->ws + r->p->x_ih[dir]);
+        if (in.sb == r->T * in.st) {
+            int64_t lo, hi;
+            drnn_split(M, n, tid, &lo, &hi);
+            if (hi > lo)
+                r->k->gemm(hi - lo, r->Np, in.width, in.cptr + lo * in.st, in.st, w->w_ih,
+                           r->G, w->bias, x_ih + lo * r->Np, r->Np, 0);
+        } else {
+            int64_t lo, hi;
+            drnn_split(r->B, n, tid, &lo, &hi);
+            for (int64_t b = lo; b < hi; ++b)
+                r->k->gemm(r->T, r->Np, in.width, in.cptr + b * in.sb, in.st, w->w_ih,
+                           r->G, w->bias, x_ih + b * r->T * r->Np, r->Np, 0);
+        }
+    }
+}
+
+/* Per-direction state and the arguments the cell kernels see. */
+typedef struct {
+    int l, dir, reverse;
+    const drnn_packed_layer *w;
+    float *x_ih, *h[2], *c, *out, *z, *rh, *sums;
+    const float **x_rows;     /* this thread's row pointers */
+    seq_view y;
+} dir_state;
+
+static void dir_init(const run_ctx *r, dir_state *s, int l, int dir, int tid)
+{
+    const ws_plan *p = r->p;
+    s->l = l; s->dir = dir;
+    s->reverse = r->D == 2 ? dir == 1 : r->d->reverse;
+    s->w = &r->pl[l * r->D + dir];
+    s->x_ih = (float *)(r->ws + p->x_ih[dir]);
+    s->h[0] = (float *)(r->ws + p->h[dir][0]);
+    s->h[1] = (float *)(r->ws + p->h[dir][1]);
+    s->c = r->d->cell == DRNN_CELL_LSTM ? (float *)(r->ws + p->c[dir]) : NULL;
+    s->out = r->d->proj_size > 0 ? (float *)(r->ws + p->out[dir]) : NULL;
+    s->z = p->z[dir] || p->rh[dir] ? (float *)(r->ws + p->z[dir]) : NULL;
+    s->rh = p->rh[dir] ? (float *)(r->ws + p->rh[dir]) : NULL;
+    s->sums = p->sums[dir] ? (float *)(r->ws + p->sums[dir]) : NULL;
+    s->x_rows = (const float **)(r->ws + p->x_rows) + (size_t)tid * r->B;
+    s->y = layer_output(r, l);
+}
+
+/* Gather initial states of rows [r0, r1) into length order; zero the padding. */
+static void load_states(const run_ctx *r, const dir_state *s, int64_t r0, int64_t r1)
+{
+    const int idx = s->l * r->D + s->dir;
+    for (int64_t i = r0; i < r1; ++i) {
+        const int64_t b = r->order[i];
+        float *h = s->h[0] + i * r->ld_h;
+        memset(h, 0, (size_t)r->ld_h * sizeof(float));
+        if (r->h0) memcpy(h, r->h0 + (idx * r->B + b) * r->Hout, (size_t)r->Hout * sizeof(float));
+        if (s->c) {
+            float *c = s->c + i * r->Hp;
+            memset(c, 0, (size_t)r->Hp * sizeof(float));
+            if (r->c0) memcpy(c, r->c0 + (idx * r->B + b) * r->H, (size_t)r->H * sizeof(float));
+        }
+    }
+}
+
+/* Final states of rows [r0, r1) out; padded steps of their outputs zeroed. */
+static void store_states(const run_ctx *r, const dir_state *s, int64_t r0, int64_t r1)
+{
+    const int idx = s->l * r->D + s->dir;
+    for (int64_t i = r0; i < r1; ++i) {
+        const int64_t b = r->order[i], len = row_length(r, b);
+        const float *h = s->h[len % 2] + i * r->ld_h;
+        if (r->hn) memcpy(r->hn + (idx * r->B + b) * r->Hout, h, (size_t)r->Hout * sizeof(float));
+        if (s->c && r->cn)
+            memcpy(r->cn + (idx * r->B + b) * r->H, s->c + i * r->Hp, (size_t)r->H * sizeof(float));
+        for (int64_t t = len; t < r->T; ++t)
+            memset(s->y.ptr + b * s->y.sb + t * s->y.st + s->dir * r->Hout, 0,
+                   (size_t)r->Hout * sizeof(float));
+    }
+}
+
+static inline int64_t time_of(const run_ctx *r, const dir_state *s, int64_t b, int64_t step)
+{
+    return s->reverse ? row_length(r, b) - 1 - step : step;
+}
+
+/* Step `st` for rows [r0, r1) and unit blocks [jb0, jb1): point the rows at
+ * their projections and run the cell's phases (with `bar` between them
+ * when units are split).  Returns the buffer parity written. */
+static void run_step(const run_ctx *r, dir_state *s, drnn_step_args *a, int64_t st,
+                     int64_t r0, int64_t r1, int64_t jb0, int64_t jb1,
+                     int64_t p0, int64_t p1, drnn_barrier *bar)
+{
+    for (int64_t i = r0; i < r1; ++i) {
+        const int64_t b = r->order[i];
+        s->x_rows[i] = s->x_ih + (b * r->T + time_of(r, s, b, st)) * r->Np;
+    }
+    a->x_ih = s->x_rows;
+    a->h_prev = s->h[st % 2];
+    float *h_next = s->h[(st + 1) % 2];
+    a->h_next = s->out ? s->out : h_next;
+    const int vw = r->k->vw;
+    /* Many rows: the recurrent sums of this thread's blocks as one GEMM
+     * (same summation order as the fused kernels), then the gate math. */
+    const int use_gemm = s->sums && r1 - r0 >= GEMM_MIN_ROWS;
+    const int G0 = r->nphases > 1 ? 2 : r->G;   /* gates in phase 0 */
+    a->sums = use_gemm ? s->sums : NULL;
+    a->ld_sums = r->Np;
+    if (use_gemm)
+        r->k->gemm(r1 - r0, (jb1 - jb0) * G0 * vw, r->Hout, a->h_prev + r0 * r->ld_h, r->ld_h,
+                   s->w->w_hh + jb0 * G0 * r->Hout * vw, G0, NULL,
+                   s->sums + r0 * r->Np + jb0 * G0 * vw, r->Np, 0);
+    r->step(a, 0, r0, r1, jb0, jb1);
+    if (r->nphases > 1) {
+        if (bar) drnn_barrier_wait(bar);
+        if (use_gemm)
+            r->k->gemm(r1 - r0, (jb1 - jb0) * vw, r->H, s->rh + r0 * r->Hp, r->Hp,
+                       s->w->w_hn + jb0 * r->H * vw, 1, NULL, s->sums + r0 * r->Np + jb0 * vw,
+                       r->Np, 0);
+        r->step(a, 1, r0, r1, jb0, jb1);
+    }
+    if (s->out) {
+        /* LSTM projection: h' (rows, P) = out (rows, H) . W_hr^T, over the
+         * output panels [p0, p1) this thread owns. */
+        if (bar) drnn_barrier_wait(bar);
+        const int64_t c0 = p0 * vw, c1 = p1 * vw < r->Hout ? p1 * vw : r->Hout;
+        if (c1 > c0)
+            r->k->gemm(r1 - r0, c1 - c0, r->H, s->out + r0 * r->Hp, r->Hp,
+                       s->w->w_hr + p0 * r->H * vw, 1, NULL, h_next + r0 * r->ld_h + c0,
+                       r->ld_h, 0);
+    }
+}
+
+/* Copy columns [c0, c1) of the new state of rows [r0, r1) to the output. */
+static void emit(const run_ctx *r, const dir_state *s, int64_t st, int64_t r0, int64_t r1,
+                 int64_t c0, int64_t c1)
+{
+    const float *h = s->h[(st + 1) % 2];
+    for (int64_t i = r0; i < r1; ++i) {
+        const int64_t b = r->order[i];
+        memcpy(s->y.ptr + b * s->y.sb + time_of(r, s, b, st) * s->y.st + s->dir * r->Hout + c0,
+               h + i * r->ld_h + c0, (size_t)(c1 - c0) * sizeof(float));
+    }
+}
+
+enum { MODE_SINGLE, MODE_ROWS, MODE_UNITS };
+
+/* How a team of tn threads splits one direction's time loop. */
+static int split_mode(const run_ctx *r, int tn)
+{
+    const int64_t nb = r->Hp / r->k->vw;
+    const int64_t whh_bytes = r->Np * r->Hout * (int64_t)sizeof(float);
+    if (tn > 1 && r->B >= (int64_t)tn * MIN_ROWS_PER_THREAD) return MODE_ROWS;
+    if (tn > 1 && whh_bytes >= UNIT_SPLIT_BYTES && nb >= tn) return MODE_UNITS;
+    return MODE_SINGLE;
+}
+
+/* Steps [s0, s1) of chunk c, and the time range they read. */
+static void chunk_span(const run_ctx *r, int reverse, int64_t c, int64_t *t0, int64_t *t1)
+{
+    const int64_t s0 = c * PIPE_CHUNK, s1 = s0 + PIPE_CHUNK < r->T ? s0 + PIPE_CHUNK : r->T;
+    *t0 = reverse ? r->T - s1 : s0;
+    *t1 = reverse ? r->T - s0 : s1;
+}
+
+/* Pipelined projection: this helper thread (tid >= 1 of n) projects every
+ * (n-1)-th chunk of layer l (one direction, no lengths) and flags it. */
+static void project_chunks(run_ctx *r, int l, int tid, int n)
+{
+    const seq_view in = layer_input(r, l);
+    const drnn_packed_layer *w = &r->pl[l];
+    float *x_ih = (float *)(r->ws + r->p->x_ih[0]);
+    const int64_t nchunks = (r->T + PIPE_CHUNK - 1) / PIPE_CHUNK;
+    for (int64_t c = tid - 1; c < nchunks; c += n - 1) {
+        int64_t t0, t1;
+        chunk_span(r, r->d->reverse, c, &t0, &t1);
+        for (int64_t b = 0; b < r->B; ++b)
+            r->k->gemm(t1 - t0, r->Np, in.width, in.cptr + b * in.sb + t0 * in.st, in.st,
+                       w->w_ih, r->G, w->bias, x_ih + (b * r->T + t0) * r->Np, r->Np, 0);
+        atomic_store_explicit(&r->chunk_done[c], l + 1, memory_order_release);
+    }
+}
+
+static void wait_chunk(const run_ctx *r, int l, int64_t c)
+{
+    while (atomic_load_explicit(&r->chunk_done[c], memory_order_acquire) < l + 1)
+        drnn_cpu_relax();
+}
+
+/* 2.+3. One direction of layer l on a team of tn threads (this is tt);
+ * `pipelined`: one thread runs it while others project chunks ahead. */
+static void run_direction(run_ctx *r, int l, int dir, int tid, int tt, int tn, drnn_barrier *bar,
+                          int pipelined)
+{
+    dir_state s;
+    dir_init(r, &s, l, dir, tid);
+    const drnn_act *act = r->d->act[dir];
+    drnn_step_args a = {r->d, act, r->H, r->Hp, r->Hout, s.w->w_hh, s.w->w_hn, s.w->b_hn,
+                        s.w->peep, NULL, NULL, 0, NULL, r->ld_h, NULL, s.c, s.z, s.rh};
+    const int vw = r->k->vw;
+    const int64_t nb = r->Hp / vw;
+    const int mode = split_mode(r, tn);
+    const int mode_rows = mode == MODE_ROWS, mode_units = mode == MODE_UNITS;
+
+    if (mode_rows || (!mode_units && tn > 1)) {
+        /* Rows: each thread runs its own rows through every step, no sync;
+         * with too little work for a split, team thread 0 runs it all. */
+        int64_t r0 = 0, r1 = r->B;
+        if (mode_rows) drnn_split(r->B, tn, tt, &r0, &r1);
+        else if (tt != 0) r1 = 0;
+        load_states(r, &s, r0, r1);
+        for (int64_t st = 0; st < r->max_len; ++st) {
+            const int64_t ra = active_end(r, r0, r1, st);
+            if (ra == r0) break;
+            run_step(r, &s, &a, st, r0, ra, 0, nb, 0, (r->Hout + vw - 1) / vw, NULL);
+            emit(r, &s, st, r0, ra, 0, r->Hout);
+        }
+        store_states(r, &s, r0, r1);
+        return;
+    }
+    if (!mode_units) {          /* tn == 1 */
+        load_states(r, &s, 0, r->B);
+        for (int64_t st = 0; st < r->max_len; ++st) {
+            const int64_t ra = active_end(r, 0, r->B, st);
+            if (ra == 0) break;
+            if (pipelined && st % PIPE_CHUNK == 0) wait_chunk(r, l, st / PIPE_CHUNK);
+            run_step(r, &s, &a, st, 0, ra, 0, nb, 0, (r->Hout + vw - 1) / vw, NULL);
+            emit(r, &s, st, 0, ra, 0, r->Hout);
+        }
+        store_states(r, &s, 0, r->B);
+        return;
+    }
+    /* Units: every thread runs every row on its slice of hidden units (its
+     * slice of the recurrent weights stays in its own cache); a barrier
+     * ends each step. */
+    int64_t jb0, jb1, p0, p1, q0, q1;
+    drnn_split(nb, tn, tt, &jb0, &jb1);
+    drnn_split((r->Hout + vw - 1) / vw, tn, tt, &p0, &p1);
+    drnn_split(r->B, tn, tt, &q0, &q1);
+    const int64_t c0 = (s.out ? p0 : jb0) * vw;
+    int64_t c1 = (s.out ? p1 : jb1) * vw;
+    if (c1 > r->Hout) c1 = r->Hout;
+    load_states(r, &s, q0, q1);
+    drnn_barrier_wait(bar);
+    for (int64_t st = 0; st < r->max_len; ++st) {
+        const int64_t ra = active_end(r, 0, r->B, st);
+        if (ra == 0) break;
+        run_step(r, &s, &a, st, 0, ra, jb0, jb1, p0, p1, bar);
+        if (c1 > c0) emit(r, &s, st, 0, ra, c0, c1);
+        drnn_barrier_wait(bar);
+    }
+    store_states(r, &s, q0, q1);
+}
+
+static void run_task(void *arg, int tid, int n)
+{
+    run_ctx *r = (run_ctx *)arg;
+    unsigned fpmode = drnn_fpmode_enter();
+    for (int l = 0; l < r->L; ++l) {
+        const int pipelined = r->D == 1 && n >= 2 && !r->lengths && r->T >= 2 * PIPE_CHUNK &&
+                              split_mode(r, n) == MODE_SINGLE;
+        if (pipelined) {
+            if (tid == 0) run_direction(r, l, 0, 0, 0, 1, &r->all, 1);
+            else project_chunks(r, l, tid, n);
+            drnn_barrier_wait(&r->all);
+            continue;
+        }
+        project_inputs(r, l, tid, n);
+        drnn_barrier_wait(&r->all);
+        if (r->D == 2 && n >= 2) {
+            /* The two directions at once, on teams of alternate threads. */
+            const int dir = tid % 2, tn = (n - dir + 1) / 2;
+            run_direction(r, l, dir, tid, tid / 2, tn, &r->team[dir], 0);
+        } else {
+            for (int dir = 0; dir < r->D; ++dir) {
+                run_direction(r, l, dir, tid, tid, n, &r->all, 0);
+                if (dir + 1 < r->D) drnn_barrier_wait(&r->all);
+            }
+        }
+        drnn_barrier_wait(&r->all);
+    }
+    drnn_fpmode_leave(fpmode);
+}
+
+/* Barriers for the thread count the pool actually grants. */
+static void size_barriers(void *arg, int n)
+{
+    run_ctx *r = (run_ctx *)arg;
+    r->nthreads = n;
+    drnn_barrier_init(&r->all, n);
+    drnn_barrier_init(&r->team[0], (n + 1) / 2);
+    drnn_barrier_init(&r->team[1], n / 2);
+}
+
+/* Stable sort of row indices by length, longest first. */
 static void order_by_length(int64_t B, const int32_t *len, int64_t *order)
 {
     for (int64_t i = 0; i < B; ++i) {
@@ -130,126 +519,79 @@ static void order_by_length(int64_t B, const int32_t *len, int64_t *order)
     }
 }
 
-int drnn_rnn_forward(const drnn_rnn_desc *d, const drnn_cell_weights *weights,
+/* How many threads this run can use well (1 when the work is too small). */
+static int useful_threads(const drnn_rnn_desc *d, int64_t B, int64_t T, int64_t Np,
+                          int64_t Hout, int requested)
+{
+    if (requested <= 1 || B == 0 || T == 0) return 1;
+    const double proj_flops = 2.0 * (double)B * (double)T * (double)Np * (double)d->input_size;
+    const int64_t whh_bytes = Np * Hout * (int64_t)sizeof(float);
+    const int rec = d->num_directions == 2 || B >= 2 * MIN_ROWS_PER_THREAD ||
+                    whh_bytes >= UNIT_SPLIT_BYTES;
+    const int proj = proj_flops >= MIN_PARALLEL_FLOPS;
+    if (!rec && !proj) return 1;
+    return requested;
+}
+
+int drnn_rnn_forward(const drnn_rnn_desc *d, const void *packed,
                      int64_t B, int64_t T,
                      const float *x, int64_t x_stride_b, int64_t x_stride_t,
                      const int32_t *lengths,
                      const float *h0, const float *c0,
                      float *y, int64_t y_stride_b, int64_t y_stride_t,
                      float *hn, float *cn,
-                     void *workspace, size_t workspace_bytes)
+                     int num_threads, void *workspace, size_t workspace_bytes)
 {
     ws_plan p;
-    int rc = plan_workspace(d, B, T, &p);
+    if (num_threads < 1) num_threads = 1;
+    int rc = plan_workspace(d, B, T, num_threads, &p);
     if (rc) return rc;
-    if (!weights || (B > 0 && T > 0 && (!x || !y))) return DRNN_ERR_ARGUMENT;
-    if ((rc = check_weights(d, weights))) return rc;
+    if (!packed || (B > 0 && T > 0 && (!x || !y))) return DRNN_ERR_ARGUMENT;
     if (!workspace || workspace_bytes < p.total) return DRNN_ERR_WORKSPACE;
     if (lengths)
         for (int64_t b = 0; b < B; ++b)
             if (lengths[b] < 0 || lengths[b] > T) return DRNN_ERR_LENGTH;
 
-    const drnn_kernel_table *k = drnn_kernels();
-    const int L = d->num_layers, D = d->num_directions, is_lstm = d->cell == DRNN_CELL_LSTM;
-    const int64_t H = d->hidden_size;
-    const int64_t Hout = d->proj_size > 0 ? d->proj_size : H;
-    const int64_t G = drnn_gate_count(d->cell) * H;
-    const step_fn step = d->cell == DRNN_CELL_LSTM ? drnn_lstm_step
-                       : d->cell == DRNN_CELL_GRU  ? drnn_gru_step : drnn_rnn_step;
-
     char *ws = (char *)workspace;
     ws += (ALIGN - (uintptr_t)ws % ALIGN) % ALIGN;
-    int64_t *order = (int64_t *)(ws + p.order);
-    const float **x_rows = (const float **)(ws + p.x_rows);
-    float *x_ih = (float *)(ws + p.x_ih);
-    float *seq[2] = {(float *)(ws + p.seq[0]), (float *)(ws + p.seq[1])};
+    drnn_packed_layer *views = (drnn_packed_layer *)(ws + p.views);
+    if ((rc = drnn_packed_view(d, packed, views))) return rc;
 
-    int64_t max_len = T;
+    run_ctx r;
+    memset(&r, 0, sizeof r);
+    r.d = d;
+    r.k = drnn_kernels();
+    r.pl = views;
+    r.step = d->cell == DRNN_CELL_LSTM ? r.k->lstm_step
+           : d->cell == DRNN_CELL_GRU  ? r.k->gru_step : r.k->rnn_step;
+    r.B = B; r.T = T;
+    r.H = d->hidden_size;
+    r.Hp = drnn_round_up(r.H, r.k->vw);
+    r.Hout = d->proj_size > 0 ? d->proj_size : r.H;
+    r.G = drnn_gate_count(d->cell);
+    r.Np = r.G * r.Hp;
+    r.ld_h = p.ld_h;
+    r.D = d->num_directions; r.L = d->num_layers;
+    r.nphases = d->cell == DRNN_CELL_GRU && !d->linear_before_reset ? 2 : 1;
+    r.x = x; r.x_sb = x_stride_b; r.x_st = x_stride_t;
+    r.lengths = lengths;
+    r.h0 = h0; r.c0 = c0;
+    r.y = y; r.y_sb = y_stride_b; r.y_st = y_stride_t;
+    r.hn = hn; r.cn = cn;
+    r.ws = ws; r.p = &p;
+    r.chunk_done = (atomic_int *)(ws + p.chunks);
+    for (int64_t c = 0; c < (T + PIPE_CHUNK - 1) / PIPE_CHUNK; ++c) atomic_init(&r.chunk_done[c], 0);
+
+    int64_t *order = (int64_t *)(ws + p.order);
+    r.max_len = T;
     if (lengths) {
         order_by_length(B, lengths, order);
-        max_len = B > 0 ? lengths[order[0]] : 0;
+        r.max_len = B > 0 ? lengths[order[0]] : 0;
     } else {
         for (int64_t b = 0; b < B; ++b) order[b] = b;
     }
+    r.order = order;
 
-    unsigned fpmode = drnn_fpmode_enter();
-
-    /* Current layer input: starts as the caller's x. */
-    const float *in = x;
-    int64_t in_sb = x_stride_b, in_st = x_stride_t, in_size = d->input_size;
-
-    for (int l = 0; l < L; ++l) {
-        float *out;
-        int64_t out_sb, out_st;
-        if (l == L - 1) {
-            out = y; out_sb = y_stride_b; out_st = y_stride_t;
-        } else {
-            out = seq[l % 2]; out_st = D * Hout; out_sb = T * out_st;
-        }
-        for (int dir = 0; dir < D; ++dir) {
-            const int idx = l * D + dir;
-            const drnn_cell_weights *w = &weights[idx];
-            const int reverse = D == 2 ? dir == 1 : d->reverse;
-
-            /* 1. input projection for all steps: x_ih (B*T, G) */
-            if (in_sb == T * in_st) {
-                k->gemm_nt(B * T, G, in_size, in, in_st, w->w_ih, in_size, x_ih, G, w->b_ih, 0);
-            } else {
-                for (int64_t b = 0; b < B; ++b)
-                    k->gemm_nt(T, G, in_size, in + b * in_sb, in_st, w->w_ih, in_size,
-                               x_ih + b * T * G, G, w->b_ih, 0);
-            }
-
-            /* initial states, gathered into length order */
-            float *h = (float *)(ws + p.h), *c = (float *)(ws + p.c);
-            for (int64_t i = 0; i < B; ++i) {
-                const int64_t b = order[i];
-                if (h0) memcpy(h + i * Hout, h0 + (idx * B + b) * Hout, Hout * sizeof(float));
-                else memset(h + i * Hout, 0, Hout * sizeof(float));
-                if (is_lstm) {
-                    if (c0) memcpy(c + i * H, c0 + (idx * B + b) * H, H * sizeof(float));
-                    else memset(c + i * H, 0, H * sizeof(float));
-                }
-            }
-
-            /* 2. the time loop */
-            drnn_step_args sa = {d, w, d->act[dir], k, B, x_rows, h, is_lstm ? c : NULL,
-                                 (float *)(ws + p.gates), (float *)(ws + p.tmp)};
-            int64_t active = B;
-            for (int64_t s = 0; s < max_len; ++s) {
-                if (lengths)
-                    while (active > 0 && lengths[order[active - 1]] <= s) --active;
-                if (active == 0) break;
-                for (int64_t i = 0; i < active; ++i) {
-                    const int64_t b = order[i];
-                    const int64_t t = reverse ? (lengths ? lengths[b] : T) - 1 - s : s;
-                    x_rows[i] = x_ih + (b * T + t) * G;
-                }
-                sa.rows = active;
-                step(&sa);
-                for (int64_t i = 0; i < active; ++i) {
-                    const int64_t b = order[i];
-                    const int64_t t = reverse ? (lengths ? lengths[b] : T) - 1 - s : s;
-                    memcpy(out + b * out_sb + t * out_st + dir * Hout, h + i * Hout,
-                           Hout * sizeof(float));
-                }
-            }
-
-            /* 3. zero the steps past each sequence's end; final states */
-            for (int64_t b = 0; b < B; ++b) {
-                const int64_t len = lengths ? lengths[b] : T;
-                for (int64_t t = len; t < T; ++t)
-                    memset(out + b * out_sb + t * out_st + dir * Hout, 0, Hout * sizeof(float));
-            }
-            for (int64_t i = 0; i < B; ++i) {
-                const int64_t b = order[i];
-                if (hn) memcpy(hn + (idx * B + b) * Hout, h + i * Hout, Hout * sizeof(float));
-                if (is_lstm && cn) memcpy(cn + (idx * B + b) * H, c + i * H, H * sizeof(float));
-            }
-        }
-        in = out; in_sb = out_sb; in_st = out_st; in_size = D * Hout;
-    }
-
-    drnn_fpmode_leave(fpmode);
+    drnn_parallel(useful_threads(d, B, T, r.Np, r.Hout, num_threads), run_task, size_barriers, &r);
     return DRNN_OK;
 }

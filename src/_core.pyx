@@ -2,7 +2,8 @@
 """drnn._core -- the Cython layer between drnn's Python objects and its C kernels.
 
 It validates every array the kernels will touch (dtype, shape, contiguity),
-allocates outputs and workspaces, releases the GIL around each C call and
+packs weights once per model, allocates outputs (and a workspace per model
+and thread, reused across calls), releases the GIL around each C call and
 turns C error codes into Python exceptions.  It knows nothing of files or
 frameworks: the Python layer hands it arrays in PyTorch's layout.
 
@@ -10,6 +11,9 @@ Every check here is a last line of defence: the Python layer gives users the
 friendlier message first, but nothing that reaches C can make it read or
 write out of bounds.
 """
+import os
+import threading
+
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t
@@ -51,13 +55,16 @@ cdef inline int _check(int rc) except -1:
 
 
 def _select_isa_from_environment():
-    """Honour DRNN_ISA once, at import; an ISA this CPU or build lacks is an error."""
-    import os
+    """Honour DRNN_ISA once, at import; an ISA this CPU or build lacks is an error.
+
+    Packed weights depend on the ISA, so it is chosen here and never changes.
+    """
     name = os.environ.get("DRNN_ISA", "").strip().lower() or "auto"
     if drnn_select_isa(name.encode()) != DRNN_OK:
-        raise ImportError("DRNN_ISA=%r: this build of drnn has no such instruction set for this "
-                          "CPU; available: auto, portable (CPU features: %s)"
-                          % (name, drnn_cpu_features().decode()))
+        raise ImportError("DRNN_ISA=%r: no such instruction set in this build for this CPU; "
+                          "available here: auto, %s (CPU features: %s)"
+                          % (name, drnn_isa_list().decode().replace(" ", ", "),
+                             drnn_cpu_features().decode()))
 
 
 _select_isa_from_environment()
@@ -71,6 +78,54 @@ def isa_name():
 def cpu_features():
     """What the CPU and OS support, as a list of names."""
     return drnn_cpu_features().decode().split()
+
+
+def available_isas():
+    """The instruction sets this build can run on this CPU."""
+    return drnn_isa_list().decode().split()
+
+
+def cpu_count():
+    """CPUs this process may use (its affinity mask)."""
+    return drnn_cpu_count()
+
+
+def default_threads():
+    """DRNN_NUM_THREADS if set (>= 1), else the CPUs this process may use."""
+    value = os.environ.get("DRNN_NUM_THREADS", "").strip()
+    if value:
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError("DRNN_NUM_THREADS=%r: expected a whole number >= 1" % value)
+        return n
+    return max(1, drnn_cpu_count())
+
+
+cdef int _threads(object num_threads) except -1:
+    if num_threads is None:
+        return default_threads()
+    n = int(num_threads)
+    if n < 1:
+        raise ValueError("num_threads must be >= 1, got %r" % (num_threads,))
+    return n
+
+
+cdef class _Workspaces:
+    """One growing scratch buffer per thread, reused across calls."""
+    cdef object local
+
+    def __cinit__(self):
+        self.local = threading.local()
+
+    cdef object get(self, size_t nbytes):
+        buf = getattr(self.local, "buf", None)
+        if buf is None or buf.nbytes < nbytes:
+            buf = np.empty(nbytes, dtype=np.uint8)
+            self.local.buf = buf
+        return buf
 
 
 cdef drnn_act _make_act(object spec) except *:
@@ -104,6 +159,8 @@ cdef class RecurrentStack:
     cdef drnn_rnn_desc desc
     cdef drnn_cell_weights *w
     cdef list _keep
+    cdef object _packed
+    cdef _Workspaces _ws
     cdef readonly int gates, output_size, hidden_out, num_states
 
     def __cinit__(self):
@@ -178,10 +235,25 @@ cdef class RecurrentStack:
                 self.w[i].peep = _fptr(wd["peep"], (3 * hidden_size,), where + " peep")
             self._keep.append(dict(wd))
 
+        cdef int err = 0
+        cdef size_t nbytes = drnn_rnn_packed_size(&self.desc, &err)
+        _check(err)
+        self._packed = np.empty(nbytes, dtype=np.uint8)
+        cdef void *pp = cnp.PyArray_DATA(self._packed)
+        cdef int rc
+        with nogil:
+            rc = drnn_rnn_pack(&self.desc, self.w, pp, nbytes)
+        _check(rc)
+        self._ws = _Workspaces()
+
+    @property
+    def packed_bytes(self):
+        return self._packed.nbytes
+
     def __dealloc__(self):
         free(self.w)
 
-    def forward(self, x, lengths=None, h0=None, c0=None, bint want_state=True):
+    def forward(self, x, lengths=None, h0=None, c0=None, bint want_state=True, num_threads=None):
         """Run the stack.
 
         x: (B, T, input_size) float32 C-contiguous; lengths: (B,) int32 in
@@ -222,43 +294,63 @@ cdef class RecurrentStack:
                 cn = np.empty((LD, B, d.hidden_size), dtype=np.float32)
                 cnp_ = <float *>cnp.PyArray_DATA(cn)
 
+        cdef int nthreads = _threads(num_threads)
         cdef int err = 0
-        cdef size_t ws_bytes = drnn_rnn_workspace_size(d, B, T, &err)
+        cdef size_t ws_bytes = drnn_rnn_workspace_size(d, B, T, nthreads, &err)
         _check(err)
-        workspace = np.empty(ws_bytes, dtype=np.uint8)
+        workspace = self._ws.get(ws_bytes)
         cdef void *wsp = cnp.PyArray_DATA(workspace)
+        cdef const void *pp = cnp.PyArray_DATA(self._packed)
         cdef float *yp = <float *>cnp.PyArray_DATA(y)
         cdef int64_t out = self.output_size, fin = d.input_size
         cdef int rc
         with nogil:
-            rc = drnn_rnn_forward(d, self.w, B, T, xp, T * fin, fin, lp, h0p, c0p,
-                                  yp, T * out, out, hnp, cnp_, wsp, ws_bytes)
+            rc = drnn_rnn_forward(d, pp, B, T, xp, T * fin, fin, lp, h0p, c0p,
+                                  yp, T * out, out, hnp, cnp_, nthreads, wsp, ws_bytes)
         _check(rc)
         return y, hn, cn
 
 
-def dense_forward(x, w, b, activation, bint softmax=False):
-    """y = act(x . w^T + b) (then softmax per row); x (rows, in) float32 C-contiguous."""
-    if not isinstance(w, np.ndarray) or w.ndim != 2:
-        raise ValueError("w: expected a 2-D (out, in) array")
-    cdef int64_t nout = w.shape[0], nin = w.shape[1]
-    if not isinstance(x, np.ndarray) or x.ndim != 2:
-        raise ValueError("x: expected a 2-D (rows, features) array")
-    cdef int64_t rows = x.shape[0]
-    cdef const float *xp = _fptr(x, (rows, nin), "x")
-    cdef const float *wp = _fptr(w, (nout, nin), "w")
-    cdef const float *bp = NULL
-    if b is not None:
-        bp = _fptr(b, (nout,), "b")
-    cdef drnn_act act = _make_act(activation)
-    y = np.empty((rows, nout), dtype=np.float32)
-    cdef float *yp = <float *>cnp.PyArray_DATA(y)
-    cdef int rc
-    cdef int sm = softmax
-    with nogil:
-        rc = drnn_dense_forward(rows, nin, nout, xp, nin, wp, bp, act, sm, yp, nout)
-    _check(rc)
-    return y
+cdef class DenseKernel:
+    """A dense layer's packed weights: y = act(x . w^T + b), then softmax if asked."""
+    cdef object _packed
+    cdef readonly int64_t in_features, out_features
+
+    def __init__(self, w, b=None):
+        if not isinstance(w, np.ndarray) or w.ndim != 2:
+            raise ValueError("w: expected a 2-D (out, in) array")
+        self.out_features, self.in_features = w.shape[0], w.shape[1]
+        if self.out_features < 1:
+            raise ValueError("w: expected at least one output row")
+        cdef const float *wp = _fptr(w, (self.out_features, self.in_features), "w")
+        cdef const float *bp = NULL
+        if b is not None:
+            bp = _fptr(b, (self.out_features,), "b")
+        cdef size_t nbytes = drnn_dense_packed_size(self.in_features, self.out_features)
+        self._packed = np.empty(nbytes, dtype=np.uint8)
+        cdef void *pp = cnp.PyArray_DATA(self._packed)
+        cdef int rc
+        with nogil:
+            rc = drnn_dense_pack(self.in_features, self.out_features, wp, bp, pp, nbytes)
+        _check(rc)
+
+    def forward(self, x, activation, bint softmax=False, num_threads=None):
+        """x (rows, in) float32 C-contiguous -> (rows, out) float32."""
+        if not isinstance(x, np.ndarray) or x.ndim != 2:
+            raise ValueError("x: expected a 2-D (rows, features) array")
+        cdef int64_t rows = x.shape[0], nin = self.in_features, nout = self.out_features
+        cdef const float *xp = _fptr(x, (rows, nin), "x")
+        cdef drnn_act act = _make_act(activation)
+        cdef int nthreads = _threads(num_threads)
+        y = np.empty((rows, nout), dtype=np.float32)
+        cdef float *yp = <float *>cnp.PyArray_DATA(y)
+        cdef const void *pp = cnp.PyArray_DATA(self._packed)
+        cdef int rc
+        cdef int sm = softmax
+        with nogil:
+            rc = drnn_dense_forward(rows, nin, nout, xp, nin, pp, act, sm, yp, nout, nthreads)
+        _check(rc)
+        return y
 
 
 def activation(x, spec):

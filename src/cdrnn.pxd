@@ -58,26 +58,34 @@ cdef extern from "drnn.h" nogil:
         const float *w_hr
         const float *peep
 
-    size_t drnn_rnn_workspace_size(const drnn_rnn_desc *desc, int64_t batch,
-                                   int64_t steps, int *err) noexcept
+    size_t drnn_rnn_packed_size(const drnn_rnn_desc *desc, int *err) noexcept
+    int drnn_rnn_pack(const drnn_rnn_desc *desc, const drnn_cell_weights *weights,
+                      void *packed, size_t packed_bytes) noexcept
 
-    int drnn_rnn_forward(const drnn_rnn_desc *desc, const drnn_cell_weights *weights,
+    size_t drnn_rnn_workspace_size(const drnn_rnn_desc *desc, int64_t batch,
+                                   int64_t steps, int num_threads, int *err) noexcept
+
+    int drnn_rnn_forward(const drnn_rnn_desc *desc, const void *packed,
                          int64_t batch, int64_t steps,
                          const float *x, int64_t x_stride_b, int64_t x_stride_t,
                          const int32_t *lengths,
                          const float *h0, const float *c0,
                          float *y, int64_t y_stride_b, int64_t y_stride_t,
                          float *hn, float *cn,
-                         void *workspace, size_t workspace_bytes) noexcept
+                         int num_threads, void *workspace, size_t workspace_bytes) noexcept
 
+    size_t drnn_dense_packed_size(int64_t in_features, int64_t out_features) noexcept
+    int drnn_dense_pack(int64_t in_features, int64_t out_features, const float *w,
+                        const float *b, void *packed, size_t packed_bytes) noexcept
     int drnn_dense_forward(int64_t rows, int64_t in_features, int64_t out_features,
-                           const float *x, int64_t x_stride,
-                           const float *w, const float *b,
+                           const float *x, int64_t x_stride, const void *packed,
                            drnn_act act, int softmax,
-                           float *y, int64_t y_stride) noexcept
+                           float *y, int64_t y_stride, int num_threads) noexcept
 
     int drnn_activation(drnn_act act, float *x, int64_t n) noexcept
 
     int drnn_select_isa(const char *name) noexcept
+    const char *drnn_isa_list() noexcept
+    int drnn_cpu_count() noexcept
     const char *drnn_isa_name() noexcept
     const char *drnn_cpu_features() noexcept

@@ -24,5 +24,8 @@ __all__ = ["DRNN", "Embedding", "RNN", "LSTM", "GRU", "Dense", "Layer", "load", 
 
 
 def cpu_info():
-    """Which instruction set the kernels use, and what this CPU supports."""
-    return {"isa": _core.isa_name(), "features": _core.cpu_features()}
+    """Which instruction set the kernels use (chosen at import; DRNN_ISA forces
+    one), the ones this CPU could run, its features, and the default thread count."""
+    return {"isa": _core.isa_name(), "available": _core.available_isas(),
+            "features": _core.cpu_features(), "cpus": _core.cpu_count(),
+            "num_threads": _core.default_threads()}

@@ -141,7 +141,7 @@ class Embedding(Layer):
     def params(self):
         return {"weight": self.weight}
 
-    def _forward(self, ids, lengths, state):
+    def _forward(self, ids, lengths, state, num_threads=None):
         if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings):
             bad = ids[(ids < 0) | (ids >= self.num_embeddings)].flat[0]
             raise ShapeError(f"Embedding: token id {int(bad)} is outside [0, {self.num_embeddings})")
@@ -193,6 +193,7 @@ class Dense(Layer):
             bias = np.zeros(self.out_features, np.float32)
         self.weight = _as_weight(weight, (self.out_features, self.in_features), "Dense weight")
         self.bias = _as_weight(bias, (self.out_features,), "Dense bias") if use_bias else None
+        self._kernel = _core.DenseKernel(self.weight, self.bias)
 
     @property
     def input_size(self):
@@ -213,11 +214,10 @@ class Dense(Layer):
             p["bias"] = self.bias
         return p
 
-    def _forward(self, x, lengths, state):
-        rows = np.ascontiguousarray(x.reshape(-1, self.in_features))
-        y = _core.dense_forward(rows, self.weight, self.bias,
-                                (_DENSE_ACTIVATIONS[self.activation], 0.0, 0.0),
-                                softmax=self.activation == "softmax")
+    def _forward(self, x, lengths, state, num_threads=None):
+        rows = np.ascontiguousarray(x.reshape(-1, self.in_features), dtype=np.float32)
+        y = self._kernel.forward(rows, (_DENSE_ACTIVATIONS[self.activation], 0.0, 0.0),
+                                 softmax=self.activation == "softmax", num_threads=num_threads)
         return y.reshape(x.shape[:-1] + (self.out_features,)), None
 
 
@@ -397,14 +397,14 @@ class Recurrent(Layer):
         return f"{self.kind}({', '.join(args)})"
 
     # -- running -----------------------------------------------------------
-    def _forward(self, x, lengths, state):
+    def _forward(self, x, lengths, state, num_threads=None):
         """x (B, T, input_size) float32 C-contiguous; state: list of arrays or None."""
         h0 = c0 = None
         if state is not None:
             h0 = state[0]
             if self.cell == "lstm":
                 c0 = state[1]
-        y, hn, cn = self._stack.forward(x, lengths, h0, c0, True)
+        y, hn, cn = self._stack.forward(x, lengths, h0, c0, True, num_threads)
         new_state = [hn] if self.cell != "lstm" else [hn, cn]
         if not self.return_sequences:
             D, L = self.num_directions, self.num_layers

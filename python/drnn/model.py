@@ -205,15 +205,17 @@ class DRNN:
         return out
 
     # -- running -----------------------------------------------------------
-    def predict(self, x, lengths=None, initial_state=None, return_state=False):
+    def predict(self, x, lengths=None, initial_state=None, return_state=False, num_threads=None):
         """Run the model.  See the module docstring for input forms and state layout.
 
         x: (batch, time, features), (time, features), or a list of
         (time_i, features) arrays; token ids when the first layer is an
         Embedding.  lengths: valid steps per sequence of a right-padded batch
         (each in [1, time]); outputs past a sequence's length are zero and its
-        final state is taken at its own last step.  Returns float32 outputs,
-        and the final state too when return_state=True.
+        final state is taken at its own last step.  num_threads caps the
+        threads (default: DRNN_NUM_THREADS, else the machine's cores); results
+        do not depend on it.  Returns float32 outputs, and the final state too
+        when return_state=True.
         """
         batch, lens, form, list_lens = self._prepare(x, lengths)
         B = batch.shape[0]
@@ -223,11 +225,11 @@ class DRNN:
         rec_idx = 0
         for layer in self.layers:
             if isinstance(layer, Recurrent):
-                value, st = layer._forward(value, lens, states[rec_idx])
+                value, st = layer._forward(value, lens, states[rec_idx], num_threads)
                 final_states.append(st)
                 rec_idx += 1
             else:
-                value, _ = layer._forward(value, lens, None)
+                value, _ = layer._forward(value, lens, None, num_threads)
                 if isinstance(layer, Embedding):
                     value = np.ascontiguousarray(value, dtype=np.float32)
         if lens is not None and value.ndim == 3:

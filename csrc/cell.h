@@ -1,0 +1,88 @@
+/*
+ * cell.h -- the recurrent sums the cell kernels (rnn.c, lstm.c, gru.c) share.
+ *
+ * A block of NB = VW hidden units owns one weight stream: K rows of its G
+ * gates' NB floats side by side.  panel_sums() computes, for R batch rows
+ * and one or more consecutive blocks, acc = sum_k h[q][k] * w[k]: one chain
+ * per output, k ascending from zero -- exactly the order the GEMM uses, so
+ * the fused step and the GEMM path give the same bits.  Latency is hidden
+ * by independent chains: several rows, or for one row several blocks.
+ *
+ * cell_sums() runs a kernel's finish() over rows [r0, r1) and blocks
+ * [jb0, jb1) either from sums a GEMM already computed (a->sums) or with
+ * panel_sums, in groups of RMAX rows (one block at a time, its weights
+ * reused across the group) and single rows BLK1 blocks at a time.
+ */
+#ifndef DRNN_CELL_H
+#define DRNN_CELL_H
+
+#include "simd.h"
+#include "internal.h"
+
+#define MAX_PANELS 12
+#define MAX_ACC 24
+
+/* acc[q][b*NG + g] = sum_k h[q][k] * w_{block b, gate g}[k] for R rows and
+ * nblk consecutive blocks from w (each K rows of NG*VW floats). */
+DRNN_INLINE void panel_sums(const int R, const int nblk, const int NG, const float *w,
+                            int64_t K, const float *h, int64_t ld, vf acc[MAX_ACC])
+{
+    const int NP = nblk * NG;
+    const int64_t bstride = K * NG * VW;
+    for (int i = 0; i < R * NP; ++i) acc[i] = vzero();
+    for (int64_t k = 0; k < K; ++k) {
+        vf wv[MAX_PANELS];
+        for (int b = 0; b < nblk; ++b)
+            for (int g = 0; g < NG; ++g) wv[b * NG + g] = vload(w + b * bstride + k * NG * VW + g * VW);
+        for (int q = 0; q < R; ++q) {
+            const vf hk = vset1(h[q * ld + k]);
+            for (int p = 0; p < NP; ++p) acc[q * NP + p] += hk * wv[p];
+        }
+    }
+}
+
+/* finish(a, phase, row, jb, s) gets the NG sums of one row and one block. */
+typedef void (*cell_finish_fn)(const drnn_step_args *a, int phase, int64_t row, int64_t jb,
+                               const vf *s);
+
+/* The sums of `phase` for rows [r0, r1), blocks [jb0, jb1), then finish.
+ * NG gates per block in this phase; w the phase's panels (NG per block),
+ * h / ld / K its input. */
+DRNN_INLINE void cell_sums(const drnn_step_args *a, const int phase, const int NG,
+                           const int RMAX, const int BLK1, const float *w, const float *h,
+                           int64_t ld, int64_t K, int64_t r0, int64_t r1, int64_t jb0,
+                           int64_t jb1, cell_finish_fn finish)
+{
+    vf acc[MAX_ACC];
+    if (a->sums) {
+        for (int64_t r = r0; r < r1; ++r)
+            for (int64_t jb = jb0; jb < jb1; ++jb) {
+                const float *s = a->sums + r * a->ld_sums + jb * NG * VW;
+                for (int g = 0; g < NG; ++g) acc[g] = vload(s + g * VW);
+                finish(a, phase, r, jb, acc);
+            }
+        return;
+    }
+    for (int64_t jb = jb0; jb < jb1;) {
+        const int nblk = jb1 - jb >= BLK1 ? BLK1 : 1;
+        const float *wb = w + jb * NG * K * VW;
+        int64_t r = r0;
+        for (; r + RMAX <= r1; r += RMAX)
+            for (int b = 0; b < nblk; ++b) {
+                panel_sums(RMAX, 1, NG, wb + b * NG * K * VW, K, h + r * ld, ld, acc);
+                for (int q = 0; q < RMAX; ++q) finish(a, phase, r + q, jb + b, acc + q * NG);
+            }
+        for (; r < r1; ++r) {
+            if (nblk == BLK1) {
+                panel_sums(1, BLK1, NG, wb, K, h + r * ld, ld, acc);
+                for (int b = 0; b < BLK1; ++b) finish(a, phase, r, jb + b, acc + b * NG);
+            } else {
+                panel_sums(1, 1, NG, wb, K, h + r * ld, ld, acc);
+                finish(a, phase, r, jb, acc);
+            }
+        }
+        jb += nblk;
+    }
+}
+
+#endif /* DRNN_CELL_H */

@@ -1,0 +1,124 @@
+/*
+ * simd.h -- one vector type and the vector math every kernel is written in.
+ *
+ * The kernel sources (gemm.c, rnn.c, lstm.c, gru.c, act.c) are written once
+ * against `vf`, a GCC/Clang vector of DRNN_VW floats, and compiled once per
+ * instruction set by setup.py with that ISA's flags:
+ *
+ *     portable  DRNN_VW 4   baseline x86-64 (SSE2) or any other CPU
+ *     avx2      DRNN_VW 8   -mavx2 -mfma
+ *     avx512    DRNN_VW 16  -mavx512f -mavx512vl -mavx512dq -mavx512bw -mfma
+ *
+ * Each compilation gets its own DRNN_KERNEL_SUFFIX, so the three sets of
+ * symbols live side by side and cpu.c's dispatch table picks one at run time.
+ *
+ * exp is Cephes' single-precision algorithm (range reduction by ln 2 and a
+ * degree-6 polynomial, ~1 ulp); sigmoid and tanh are built on it and stay
+ * within a few 1e-7 absolute of the exact functions.  NaN propagates.
+ */
+#ifndef DRNN_SIMD_H
+#define DRNN_SIMD_H
+
+#include <stdint.h>
+#include <string.h>
+#include "act.h"
+#include "drnn.h"
+
+#ifndef DRNN_VW
+#define DRNN_VW 4
+#endif
+#ifndef DRNN_KERNEL_SUFFIX
+#define DRNN_KERNEL_SUFFIX portable
+#endif
+#define DRNN_CAT_(a, b) a##_##b
+#define DRNN_CAT(a, b) DRNN_CAT_(a, b)
+/* DRNN_KERNEL(drnn_gemm) -> drnn_gemm_avx512 in the avx512 compilation. */
+#define DRNN_KERNEL(name) DRNN_CAT(name, DRNN_KERNEL_SUFFIX)
+
+#define VW DRNN_VW
+typedef float vf __attribute__((vector_size(DRNN_VW * 4)));
+typedef int32_t vi __attribute__((vector_size(DRNN_VW * 4)));
+typedef uint32_t vu __attribute__((vector_size(DRNN_VW * 4)));
+
+#define DRNN_INLINE static inline __attribute__((always_inline))
+
+DRNN_INLINE vf vload(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+DRNN_INLINE void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
+/* Lane 0 shuffled everywhere: one broadcast instruction (x + (vf){0}
+ * would cost an add too, since -0.0 + 0.0 is not -0.0). */
+DRNN_INLINE vf vset1(float x)
+{
+    const vf v = {x};
+    return __builtin_shuffle(v, (vi){0});
+}
+DRNN_INLINE vf vzero(void) { return (vf){0}; }
+
+/* Lane-wise select: m ? a : b, m a comparison result (all ones / zero). */
+DRNN_INLINE vf vsel(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
+/* min/max that keep NaN in x (comparisons with NaN are false). */
+DRNN_INLINE vf vmaxk(vf x, vf lo) { return vsel(x < lo, lo, x); }
+DRNN_INLINE vf vmink(vf x, vf hi) { return vsel(x > hi, hi, x); }
+DRNN_INLINE vf vclamp(vf x, float lo, float hi) { return vmink(vmaxk(x, vset1(lo)), vset1(hi)); }
+DRNN_INLINE vf vabs(vf x) { return (vf)((vi)x & 0x7fffffff); }
+
+DRNN_INLINE vf vfloor(vf x)
+{
+    vf t = __builtin_convertvector(__builtin_convertvector(x, vi), vf);
+    return t + __builtin_convertvector(t > x, vf);   /* true lanes are -1 */
+}
+
+DRNN_INLINE vf vexp(vf x)
+{
+    x = vclamp(x, -87.33654f, 88.37626f);
+    vf n = vfloor(x * 1.44269504088896341f + 0.5f);
+    x = x - n * 0.693359375f - n * -2.12194440e-4f;
+    vf y = 1.9875691500E-4f * x + 1.3981999507E-3f;
+    y = y * x + 8.3334519073E-3f;
+    y = y * x + 4.1665795894E-2f;
+    y = y * x + 1.6666665459E-1f;
+    y = y * x + 5.0000001201E-1f;
+    y = y * (x * x) + x + 1.0f;
+    vu e = (vu)(__builtin_convertvector(n, vi) + 127) << 23;   /* 2^n */
+    return y * (vf)e;
+}
+
+DRNN_INLINE vf vsigmoid(vf x) { return 1.0f / (1.0f + vexp(-x)); }
+
+DRNN_INLINE vf vtanh(vf x)
+{
+    /* 1 - 2 / (e^2x + 1): exact limits at +-inf, absolute error ~2e-7. */
+    return 1.0f - 2.0f / (vexp(x + x) + 1.0f);
+}
+
+/* One activation on one vector.  The switch sits outside any element loop;
+ * the rarely used functions without a vector form go lane by lane. */
+DRNN_INLINE vf vact(const drnn_act *a, vf x)
+{
+    const float alpha = a->alpha, beta = a->beta;
+    switch (a->kind) {
+    case DRNN_ACT_SIGMOID: return vsigmoid(x);
+    case DRNN_ACT_TANH: return vtanh(x);
+    case DRNN_ACT_RELU: return vmaxk(x, vzero());
+    case DRNN_ACT_LINEAR: return x;
+    case DRNN_ACT_HARD_SIGMOID: return vclamp(alpha * x + beta, 0.0f, 1.0f);
+    case DRNN_ACT_AFFINE: return alpha * x + beta;
+    case DRNN_ACT_LEAKY_RELU: return vsel(x < 0.0f, alpha * x, x);
+    case DRNN_ACT_SCALED_TANH: return alpha * vtanh(beta * x);
+    case DRNN_ACT_SOFTSIGN: return x / (1.0f + vabs(x));
+    case DRNN_ACT_ELU: return vsel(x < 0.0f, alpha * (vexp(x) - 1.0f), x);
+    default: {
+        float t[DRNN_VW];
+        vstore(t, x);
+        drnn_act_segment(a, t, t, DRNN_VW);
+        return vload(t);
+    }
+    }
+}
+
+/* Clip to [-bound, bound] when bound > 0 (ONNX cell clip). */
+DRNN_INLINE vf vclip(vf x, float bound)
+{
+    return bound > 0.0f ? vclamp(x, -bound, bound) : x;
+}
+
+#endif /* DRNN_SIMD_H */
