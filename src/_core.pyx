@@ -635,13 +635,18 @@ cdef class StreamEngine:
         cdef cnp.npy_intp *dims
         cdef int nd
         if self.takes_tokens:
+            if self.st == NULL:
+                raise RuntimeError("StreamEngine used before __init__")
             if type(x) is int and B == 1:
+                if not 0 <= x < self.st[0].n_emb:
+                    self._bad_token(x)
+                    raise ValueError("token id out of range")
                 tok = x
                 ip = &tok
                 unbatched = True
             else:
                 if not (cnp.PyArray_Check(x) and cnp.PyArray_TYPE(x) == cnp.NPY_INT64
-                        and cnp.PyArray_IS_C_CONTIGUOUS(x)
+                        and cnp.PyArray_IS_C_CONTIGUOUS(x) and cnp.PyArray_ISNOTSWAPPED(x)
                         and ((cnp.PyArray_NDIM(x) == 0 and B == 1)
                              or (cnp.PyArray_NDIM(x) == 1 and cnp.PyArray_DIMS(x)[0] == B))):
                     x, unbatched = self._coerce_step(x)
@@ -651,8 +656,10 @@ cdef class StreamEngine:
                 ip = <const int64_t *>cnp.PyArray_DATA(arr)
             self._check_ids(ip, B)
         else:
+            if self.st == NULL:
+                raise RuntimeError("StreamEngine used before __init__")
             if not (cnp.PyArray_Check(x) and cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32
-                    and cnp.PyArray_IS_C_CONTIGUOUS(x)
+                    and cnp.PyArray_IS_C_CONTIGUOUS(x) and cnp.PyArray_ISNOTSWAPPED(x)
                     and ((cnp.PyArray_NDIM(x) == 1 and B == 1 and cnp.PyArray_DIMS(x)[0] == F)
                          or (cnp.PyArray_NDIM(x) == 2 and cnp.PyArray_DIMS(x)[0] == B
                              and cnp.PyArray_DIMS(x)[1] == F))):
@@ -673,11 +680,19 @@ cdef class StreamEngine:
             out = cnp.PyArray_EMPTY(nd, odims, cnp.NPY_FLOAT32, 0)
         elif not (cnp.PyArray_Check(out) and cnp.PyArray_TYPE(out) == cnp.NPY_FLOAT32
                   and cnp.PyArray_IS_C_CONTIGUOUS(out) and cnp.PyArray_ISWRITEABLE(out)
+                  and cnp.PyArray_ISNOTSWAPPED(out)
                   and cnp.PyArray_NDIM(out) == nd and cnp.PyArray_DIMS(out)[0] == odims[0]
                   and (nd == 1 or cnp.PyArray_DIMS(out)[1] == odims[1])):
             self._bad_out(out, (int(odims[0]),) if nd == 1 else (int(odims[0]), int(odims[1])))
             raise ValueError("out: expected a writeable C-contiguous float32 array")
         cdef float *yp = <float *>cnp.PyArray_DATA(<cnp.ndarray>out)
+        cdef const char *xa = <const char *>xp if xp != NULL else <const char *>ip
+        cdef const char *xb = xa + (B * F * sizeof(float) if xp != NULL else B * sizeof(int64_t))
+        cdef const char *ya = <const char *>yp
+        cdef const char *yb = ya + B * self.output_size * sizeof(float)
+        if ya < xb and xa < yb:
+            self._bad_out(out, None)
+            raise ValueError("out: must not overlap the input frame")
         if self.busy:            # _coerce_step may have let another thread in
             self._busy()
             raise RuntimeError("this stream is in use by another thread")
@@ -696,6 +711,8 @@ cdef class StreamEngine:
             self._busy()
             raise RuntimeError("this stream is in use by another thread")
         cdef int64_t B = self.batch_size, T
+        if self.st == NULL:
+            raise RuntimeError("StreamEngine used before __init__")
         x, unbatched = self._coerce_chunk(chunk)
         cdef cnp.ndarray arr = x
         T = cnp.PyArray_DIMS(arr)[1]

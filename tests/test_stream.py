@@ -186,6 +186,12 @@ def test_out_argument():
                      (np.empty(8, np.float32)[::2], ShapeError)]:
         with pytest.raises(err):
             s1.step(x[0, 1], out=bad)
+    with pytest.raises(DtypeError, match=">f4"):
+        s1.step(x[0, 1], out=np.empty(4, ">f4"))
+    frame = np.zeros(8, np.float32)
+    frame[:7] = x[0, 1]
+    with pytest.raises(ShapeError, match="overlap"):
+        s1.step(frame[:7], out=frame[4:])
     ro = np.empty(4, np.float32)
     ro.setflags(write=False)
     with pytest.raises(ShapeError, match="writeable"):
@@ -197,6 +203,7 @@ def test_input_forms_and_dtypes():
     x = _inputs(F, 1, 3)[0]
     ref = model.predict(x)
     for form in (lambda a: a.astype(np.float64), lambda a: a.tolist(),
+                 lambda a: a.astype(">f4"),
                  lambda a: np.asfortranarray(np.stack([a, a], 1))[:, 0]):
         s = model.stream()
         got = np.stack([s.step(form(x[t])) for t in range(3)])
@@ -210,7 +217,8 @@ def test_token_forms():
     ids = _inputs(None, 2, 6, seed=3)
     ref = model.predict(ids)
     s = model.stream()
-    got = [s.step(int(ids[0, 0])), s.step(np.int32(ids[0, 1])), s.step(np.array(ids[0, 2]))]
+    got = [s.step(int(ids[0, 0])), s.step(np.int32(ids[0, 1])),
+           s.step(np.array(ids[0, 2], ">i8"))]
     got += list(s.run(ids[0, 3:].astype(np.uint8)))
     np.testing.assert_array_equal(np.stack(got), ref[0])
     s2 = model.stream(batch_size=2)
@@ -256,6 +264,10 @@ def test_bad_input_raises_clear_errors():
         st.run(np.array([1, 2, -1]))
     with pytest.raises(DtypeError, match="token"):
         st.step(np.array(1.5))
+    with pytest.raises(ShapeError, match="token id"):
+        st.step(2 ** 70)
+    with pytest.raises(DtypeError):
+        st.step(True)
     # every error is a DrnnError, and none of them moved the state
     assert issubclass(StreamBusyError, DrnnError)
     np.testing.assert_array_equal(st.run(np.array([1, 2, 3])), tok.predict(np.array([1, 2, 3])))

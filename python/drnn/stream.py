@@ -160,6 +160,8 @@ class Stream(_core.StreamEngine):
                               "a Stream belongs to one thread (make one stream per thread)")
 
     def _bad_out(self, out, shape):
+        if shape is None:
+            raise ShapeError("step out=: the output buffer must not overlap the input frame")
         if not isinstance(out, np.ndarray):
             raise DtypeError(f"step out=: expected a numpy float32 array of shape {shape}, "
                              f"got {type(out).__name__}")
@@ -167,7 +169,8 @@ class Stream(_core.StreamEngine):
             raise DtypeError(f"step out=: expected dtype float32, got {out.dtype}")
         if out.shape != shape:
             raise ShapeError(f"step out=: expected shape {shape}, got {out.shape}")
-        raise ShapeError("step out=: expected a writeable C-contiguous array")
+        raise ShapeError("step out=: expected a writeable, C-contiguous, native-byte-order "
+                         f"float32 array of shape {shape}")
 
     def _bad_token(self, tok):
         n = self.model.layers[0].num_embeddings
