@@ -76,7 +76,7 @@ class Workload:
     batch: int = 1
     layers: int = 1
     bidirectional: bool = False
-    mode: str = "sequence"      # "sequence" | "varlen" | "stream"
+    mode: str = "sequence"      # "sequence" | "varlen" | "stream" | "run"
     target: float = 1.0         # required speed-up of drnn
     target_peer: str = "best"   # "best" of torch and ORT, or "torch" (packed, varlen)
 
@@ -96,6 +96,8 @@ class Workload:
             t = "1 step/call"
         elif self.mode == "varlen":
             t = f"T=10..{self.steps}"
+        elif self.mode == "run":
+            t = f"T={self.steps} via Stream.run"
         else:
             t = f"T={self.steps}"
         return f"{lay}{bi}{self.cell} {self.hidden}, B={self.batch}, {t}"
@@ -108,8 +110,9 @@ class Workload:
 
 WORKLOADS = [
     Workload("stream-lstm32", "LSTM", 32, 1, mode="stream", target=8),
-    Workload("stream-gru64", "GRU", 64, 1, mode="stream", target=8),
+    Workload("stream-gru64", "GRU", 64, 1, layers=2, mode="stream", target=8),
     Workload("audio-lstm64", "LSTM", 64, 4800, target=2),
+    Workload("audio-run-lstm64", "LSTM", 64, 4800, mode="run", target=2),
     Workload("latency-lstm256", "LSTM", 256, 100, layers=2, target=3),
     Workload("latency-gru256", "GRU", 256, 100, layers=2, target=3),
     Workload("smallbatch-lstm128", "LSTM", 128, 200, batch=8, layers=2, target=2),
@@ -327,11 +330,14 @@ def prepare_stream(w, threads, check_steps=50):
     calls = {}
     if hasattr(model, "stream"):
         ds = model.stream(batch_size=1)
-        y_drnn = np.concatenate([np.reshape(ds.step(x[0, t:t + 1]), (1, -1))
+        y_drnn = np.concatenate([np.reshape(ds.step(x[0, t]), (1, -1))
                                  for t in range(check_steps)])
         diffs["torch vs drnn stream"] = max_diff(y_torch, y_drnn)
-        x1 = x[0, :1].copy()
-        calls["drnn"] = lambda: ds.step(x1)
+        x1 = x[0, 0].copy()                     # one (F,) float32 frame
+        step = ds.step
+        calls["drnn"] = lambda: step(x1)        # allocates its output, like the peers
+        notes.append("drnn: Stream.step(frame), a new output array per call "
+                     "(step(frame, out=buf) avoids even that)")
     else:
         diffs["torch vs drnn predict (no stream yet)"] = max_diff(y_torch, model.predict(x)[0])
         calls["drnn"] = None
@@ -343,8 +349,47 @@ def prepare_stream(w, threads, check_steps=50):
     return Prepared(calls, diffs, *work(w, x[:, :1], None), notes)
 
 
+def prepare_run(w, threads):
+    """An audio block through a drnn Stream: run(block) with the state carried
+    (so a block costs what the stream pays in real use), against torch and ORT
+    running the same block as one sequence."""
+    import torch
+    import drnn
+
+    module = build_torch(w)
+    x, _ = make_inputs(w)
+    xt = torch.from_numpy(x)
+    sess = ort_session(export_onnx(w, module, xt), threads)
+    model = drnn.from_torch(module)
+    ds = model.stream(batch_size=w.batch)
+    block = x[0] if w.batch == 1 else x
+
+    def run_torch():
+        return module(xt)[0]
+
+    def run_ort():
+        return sess.run(["y"], {"x": x})[0]
+
+    def run_drnn():
+        return ds.run(block)
+
+    y_torch, y_ort = run_torch().numpy(), run_ort()
+    ds.reset()
+    y_drnn = np.reshape(run_drnn(), y_torch.shape)
+    diffs = {"torch vs drnn stream.run": max_diff(y_torch, y_drnn),
+             "torch vs ORT": max_diff(y_torch, y_ort),
+             "drnn stream.run vs predict": max_diff(y_drnn, model.predict(x))}
+    notes = ["drnn: Stream.run over the block, state carried from the previous call"]
+    return Prepared({"torch": run_torch, "ORT": run_ort, "drnn": run_drnn}, diffs,
+                    *work(w, x, None), notes)
+
+
 def prepare(w, threads):
-    return prepare_stream(w, threads) if w.mode == "stream" else prepare_batch(w, threads)
+    if w.mode == "stream":
+        return prepare_stream(w, threads)
+    if w.mode == "run":
+        return prepare_run(w, threads)
+    return prepare_batch(w, threads)
 
 
 # ---------------------------------------------------------------- timing

@@ -367,3 +367,420 @@ def activation(x, spec):
         rc = drnn_activation(act, xp, n)
     _check(rc)
     return x
+
+
+# ---------------------------------------------------------------------------
+# Streams: a whole model (Embedding?, recurrent stacks, Dense heads) stepped
+# through time with its state carried between calls.
+#
+# StreamEngine owns everything a step touches -- two state buffers per
+# recurrent stack (a step reads one and writes the other; the parity flips
+# when every stage succeeded, so a failed call leaves the state as it was),
+# two ping-pong activation buffers and one workspace -- allocated once and
+# grown only when run() gets a longer chunk.  step() validates its frame,
+# then runs every stage back to back in one nogil region with one thread.
+# Stages call the same C entry points as predict() (drnn_rnn_forward with
+# T = 1 and the carried state as h0/c0, drnn_dense_forward), whose sums do
+# not depend on T or the batch, so streamed outputs are predict()'s bits.
+#
+# A Python subclass (drnn.stream.Stream) supplies the friendly parts: input
+# coercion with drnn's error classes (_coerce_step, _coerce_chunk, _bad_out,
+# _bad_token, _busy), state in predict()'s layout, repr.  The engine calls
+# them only off the fast path.  Concurrent use of one engine from two
+# threads is detected with a flag tested and set under the GIL: the second
+# caller gets an error, the state is never touched by two calls at once.
+# ---------------------------------------------------------------------------
+
+from libc.string cimport memcpy
+
+cdef enum:
+    _ST_EMBED = 0
+    _ST_RNN = 1
+    _ST_DENSE = 2
+
+cdef struct _stage:
+    int kind
+    int64_t in_w, out_w
+    const drnn_rnn_desc *desc      # RNN
+    const void *packed             # RNN, DENSE
+    int last_only                  # RNN: return_sequences=False
+    float *h[2]
+    float *c[2]
+    drnn_act act                   # DENSE
+    int softmax
+    const float *table             # EMBED
+    int64_t n_emb
+
+
+cdef class StreamEngine:
+    """The C side of a Stream; see drnn.stream.Stream for the user API.
+
+    stages: list of ("embed", weight (N, dim)), ("rnn", RecurrentStack,
+    last_only) and ("dense", DenseKernel, (name, alpha, beta), softmax), in
+    model order; batch_size >= 1.
+    """
+    cdef _stage *st
+    cdef int n
+    cdef readonly int64_t batch_size, input_size, output_size
+    cdef readonly bint takes_tokens, drops_time
+    cdef int parity, busy
+    cdef list _keep, _states
+    cdef object _ws, _bufs
+    cdef void *wsp
+    cdef size_t ws_bytes
+    cdef float *bufp[2]
+    cdef int64_t buf_floats, max_w
+
+    def __cinit__(self, *args, **kwargs):
+        self.st = NULL
+        self.n = 0
+
+    def __dealloc__(self):
+        free(self.st)
+
+    def __init__(self, stages, int64_t batch_size):
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1, got %d" % batch_size)
+        if self.st != NULL:
+            raise RuntimeError("StreamEngine initialised twice")
+        cdef int n = len(stages)
+        if n < 1:
+            raise ValueError("a stream needs at least one stage")
+        self.st = <_stage *>malloc(n * sizeof(_stage))
+        if self.st == NULL:
+            raise MemoryError()
+        memset(self.st, 0, n * sizeof(_stage))
+        self.n = n
+        self.batch_size = batch_size
+        self._keep = []
+        self._states = []
+        self.parity = 0
+        self.busy = 0
+        cdef int i, p
+        cdef _stage *s
+        cdef RecurrentStack rs
+        cdef DenseKernel dk
+        cdef int64_t B = batch_size, LD, width = -1
+        cdef int err = 0
+        cdef size_t wsb
+        self.ws_bytes = 0
+        self.max_w = 1
+        self.drops_time = False
+        for i in range(n):
+            s = &self.st[i]
+            item = stages[i]
+            kind = item[0]
+            if kind == "embed":
+                if i != 0:
+                    raise ValueError("an embedding must be the first stage")
+                table = item[1]
+                if not isinstance(table, np.ndarray) or table.ndim != 2:
+                    raise ValueError("embedding table: expected a 2-D array")
+                s.kind = _ST_EMBED
+                s.table = _fptr(table, (table.shape[0], table.shape[1]), "embedding table")
+                s.n_emb = table.shape[0]
+                s.in_w = 1
+                s.out_w = table.shape[1]
+                self._keep.append(table)
+            elif kind == "rnn":
+                rs = item[1]
+                if rs.desc.num_directions != 1 or rs.desc.reverse:
+                    raise ValueError("a stream needs forward-only recurrent stacks")
+                s.kind = _ST_RNN
+                s.desc = &rs.desc
+                s.packed = cnp.PyArray_DATA(rs._packed)
+                s.last_only = bool(item[2])
+                s.in_w = rs.desc.input_size
+                s.out_w = rs.output_size
+                LD = rs.desc.num_layers
+                bufs = []
+                for p in range(2):
+                    h = np.zeros((LD, B, rs.hidden_out), dtype=np.float32)
+                    s.h[p] = <float *>cnp.PyArray_DATA(h)
+                    c = None
+                    if rs.desc.cell == DRNN_CELL_LSTM:
+                        c = np.zeros((LD, B, rs.desc.hidden_size), dtype=np.float32)
+                        s.c[p] = <float *>cnp.PyArray_DATA(c)
+                    bufs.append((h, c))
+                self._states.append(bufs)
+                self._keep.append(rs)
+                wsb = drnn_rnn_workspace_size(s.desc, B, 1, 1, &err)
+                _check(err)
+                if wsb > self.ws_bytes:
+                    self.ws_bytes = wsb
+                if s.last_only:
+                    self.drops_time = True
+            elif kind == "dense":
+                dk = item[1]
+                s.kind = _ST_DENSE
+                s.packed = cnp.PyArray_DATA(dk._packed)
+                s.in_w = dk.in_features
+                s.out_w = dk.out_features
+                s.act = _make_act(item[2])
+                s.softmax = bool(item[3])
+                self._keep.append(dk)
+            else:
+                raise ValueError("unknown stage kind %r" % (kind,))
+            if i > 0 and s.in_w != width:
+                raise ValueError("stage %d expects %d features, stage %d gives %d"
+                                 % (i, s.in_w, i - 1, width))
+            width = s.out_w
+            if s.out_w > self.max_w:
+                self.max_w = s.out_w
+        self.takes_tokens = self.st[0].kind == _ST_EMBED
+        self.input_size = 0 if self.takes_tokens else self.st[0].in_w
+        self.output_size = width
+        self._ws = np.empty(max(self.ws_bytes, <size_t>64), dtype=np.uint8)
+        self.wsp = cnp.PyArray_DATA(self._ws)
+        self.buf_floats = 0
+        self._bufs = [None, None]
+        self._grow(1)
+
+    cdef int _grow(self, int64_t T) except -1:
+        """Activation buffers for B*T rows of the widest stage."""
+        cdef int64_t need = self.batch_size * T * self.max_w
+        if need <= self.buf_floats:
+            return 0
+        for p in range(2):
+            self._bufs[p] = np.empty(need, dtype=np.float32)
+            self.bufp[p] = <float *>cnp.PyArray_DATA(self._bufs[p])
+        self.buf_floats = need
+        return 0
+
+    cdef int _grow_ws(self, int64_t T, int nthreads) except -1:
+        cdef int i, err = 0
+        cdef size_t need = 0, b
+        for i in range(self.n):
+            if self.st[i].kind == _ST_RNN:
+                b = drnn_rnn_workspace_size(self.st[i].desc, self.batch_size, T, nthreads, &err)
+                _check(err)
+                if b > need:
+                    need = b
+        if need > self.ws_bytes:
+            self._ws = np.empty(need, dtype=np.uint8)
+            self.wsp = cnp.PyArray_DATA(self._ws)
+            self.ws_bytes = need
+        return 0
+
+    cdef int _forward(self, const float *x, const int64_t *ids, int64_t T, float *y,
+                      int nthreads) noexcept nogil:
+        """Every stage over (B, T) inputs; y gets (B, T, out) or (B, out) when a
+        stage drops time.  The state parity flips only if every stage succeeded."""
+        cdef int64_t B = self.batch_size, Teff = T, r, rows, stride
+        cdef const float *cur = x
+        cdef int64_t cur_sb = T * self.input_size, cur_st = self.input_size
+        cdef int i, rc = DRNN_OK, p = self.parity, q = 1 - self.parity
+        cdef _stage *s
+        cdef float *dst
+        cdef bint last, squeeze
+        for i in range(self.n):
+            s = &self.st[i]
+            last = i == self.n - 1
+            squeeze = s.kind == _ST_RNN and s.last_only and Teff > 1
+            dst = y if (last and not squeeze) else self.bufp[i % 2]
+            if s.kind == _ST_EMBED:
+                for r in range(B * Teff):
+                    memcpy(dst + r * s.out_w, s.table + ids[r] * s.out_w,
+                           <size_t>s.out_w * sizeof(float))
+            elif s.kind == _ST_RNN:
+                rc = drnn_rnn_forward(s.desc, s.packed, B, Teff, cur, cur_sb, cur_st, NULL,
+                                      s.h[p], s.c[p], dst, Teff * s.out_w, s.out_w,
+                                      s.h[q], s.c[q], nthreads, self.wsp, self.ws_bytes)
+                if rc != DRNN_OK:
+                    return rc
+                if squeeze:
+                    # return_sequences=False: only the last step goes on.
+                    cur = dst + (Teff - 1) * s.out_w
+                    cur_sb = Teff * s.out_w
+                    cur_st = s.out_w
+                    Teff = 1
+                    if last:
+                        for r in range(B):
+                            memcpy(y + r * s.out_w, cur + r * cur_sb,
+                                   <size_t>s.out_w * sizeof(float))
+                    continue
+            else:
+                if Teff == 1:
+                    rows, stride = B, cur_sb
+                else:
+                    rows, stride = B * Teff, cur_st
+                rc = drnn_dense_forward(rows, s.in_w, s.out_w, cur, stride, s.packed, s.act,
+                                        s.softmax, dst, s.out_w, nthreads)
+                if rc != DRNN_OK:
+                    return rc
+            cur = dst
+            cur_sb = Teff * s.out_w
+            cur_st = s.out_w
+        self.parity = q
+        return DRNN_OK
+
+    cdef int _check_ids(self, const int64_t *ids, int64_t count) except -1:
+        cdef int64_t r, n_emb = self.st[0].n_emb
+        for r in range(count):
+            if ids[r] < 0 or ids[r] >= n_emb:
+                self._bad_token(ids[r])
+                raise ValueError("token id %d is outside [0, %d)" % (ids[r], n_emb))
+        return 0
+
+    def step(self, x, out=None):
+        """One time step: x is (features,) / (batch, features), or token id(s)."""
+        if self.busy:
+            self._busy()
+            raise RuntimeError("this stream is in use by another thread")
+        cdef int64_t B = self.batch_size, F = self.input_size, tok
+        cdef bint unbatched
+        cdef cnp.ndarray arr
+        cdef const float *xp = NULL
+        cdef const int64_t *ip = NULL
+        cdef cnp.npy_intp *dims
+        cdef int nd
+        if self.takes_tokens:
+            if self.st == NULL:
+                raise RuntimeError("StreamEngine used before __init__")
+            if type(x) is int and B == 1:
+                if not 0 <= x < self.st[0].n_emb:
+                    self._bad_token(x)
+                    raise ValueError("token id out of range")
+                tok = x
+                ip = &tok
+                unbatched = True
+            else:
+                if not (cnp.PyArray_Check(x) and cnp.PyArray_TYPE(x) == cnp.NPY_INT64
+                        and cnp.PyArray_IS_C_CONTIGUOUS(x) and cnp.PyArray_ISNOTSWAPPED(x)
+                        and ((cnp.PyArray_NDIM(x) == 0 and B == 1)
+                             or (cnp.PyArray_NDIM(x) == 1 and cnp.PyArray_DIMS(x)[0] == B))):
+                    x, unbatched = self._coerce_step(x)
+                else:
+                    unbatched = cnp.PyArray_NDIM(x) == 0
+                arr = x
+                ip = <const int64_t *>cnp.PyArray_DATA(arr)
+            self._check_ids(ip, B)
+        else:
+            if self.st == NULL:
+                raise RuntimeError("StreamEngine used before __init__")
+            if not (cnp.PyArray_Check(x) and cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32
+                    and cnp.PyArray_IS_C_CONTIGUOUS(x) and cnp.PyArray_ISNOTSWAPPED(x)
+                    and ((cnp.PyArray_NDIM(x) == 1 and B == 1 and cnp.PyArray_DIMS(x)[0] == F)
+                         or (cnp.PyArray_NDIM(x) == 2 and cnp.PyArray_DIMS(x)[0] == B
+                             and cnp.PyArray_DIMS(x)[1] == F))):
+                x, unbatched = self._coerce_step(x)
+            else:
+                unbatched = cnp.PyArray_NDIM(x) == 1
+            arr = x
+            xp = <const float *>cnp.PyArray_DATA(arr)
+        cdef cnp.npy_intp odims[2]
+        if unbatched:
+            nd = 1
+            odims[0] = self.output_size
+        else:
+            nd = 2
+            odims[0] = B
+            odims[1] = self.output_size
+        if out is None:
+            out = cnp.PyArray_EMPTY(nd, odims, cnp.NPY_FLOAT32, 0)
+        elif not (cnp.PyArray_Check(out) and cnp.PyArray_TYPE(out) == cnp.NPY_FLOAT32
+                  and cnp.PyArray_IS_C_CONTIGUOUS(out) and cnp.PyArray_ISWRITEABLE(out)
+                  and cnp.PyArray_ISNOTSWAPPED(out)
+                  and cnp.PyArray_NDIM(out) == nd and cnp.PyArray_DIMS(out)[0] == odims[0]
+                  and (nd == 1 or cnp.PyArray_DIMS(out)[1] == odims[1])):
+            self._bad_out(out, (int(odims[0]),) if nd == 1 else (int(odims[0]), int(odims[1])))
+            raise ValueError("out: expected a writeable C-contiguous float32 array")
+        cdef float *yp = <float *>cnp.PyArray_DATA(<cnp.ndarray>out)
+        cdef const char *xa = <const char *>xp if xp != NULL else <const char *>ip
+        cdef const char *xb = xa + (B * F * sizeof(float) if xp != NULL else B * sizeof(int64_t))
+        cdef const char *ya = <const char *>yp
+        cdef const char *yb = ya + B * self.output_size * sizeof(float)
+        if ya < xb and xa < yb:
+            self._bad_out(out, None)
+            raise ValueError("out: must not overlap the input frame")
+        if self.busy:            # _coerce_step may have let another thread in
+            self._busy()
+            raise RuntimeError("this stream is in use by another thread")
+        cdef int rc
+        self.busy = 1
+        with nogil:
+            rc = self._forward(xp, ip, 1, yp, 1)
+        self.busy = 0
+        _check(rc)
+        return out
+
+    def run(self, chunk, num_threads=None):
+        """Many steps: chunk (time, features) / (batch, time, features), or token
+        ids (time,) / (batch, time); state carried in and out."""
+        if self.busy:
+            self._busy()
+            raise RuntimeError("this stream is in use by another thread")
+        cdef int64_t B = self.batch_size, T
+        if self.st == NULL:
+            raise RuntimeError("StreamEngine used before __init__")
+        x, unbatched = self._coerce_chunk(chunk)
+        cdef cnp.ndarray arr = x
+        T = cnp.PyArray_DIMS(arr)[1]
+        cdef const float *xp = NULL
+        cdef const int64_t *ip = NULL
+        if self.takes_tokens:
+            ip = <const int64_t *>cnp.PyArray_DATA(arr)
+            self._check_ids(ip, B * T)
+        else:
+            xp = <const float *>cnp.PyArray_DATA(arr)
+        cdef int nthreads = _threads(num_threads) if T > 1 else 1
+        if self.drops_time:
+            shape = (B, self.output_size)
+        else:
+            shape = (B, T, self.output_size)
+        y = np.empty(shape, dtype=np.float32)
+        if T == 0:
+            return y[0] if unbatched else y
+        cdef float *yp = <float *>cnp.PyArray_DATA(y)
+        if self.busy:
+            self._busy()
+            raise RuntimeError("this stream is in use by another thread")
+        cdef int rc
+        self.busy = 1
+        try:
+            self._grow(T)
+            self._grow_ws(T, nthreads)
+            with nogil:
+                rc = self._forward(xp, ip, T, yp, nthreads)
+        finally:
+            self.busy = 0
+        _check(rc)
+        return y[0] if unbatched else y
+
+    def _enter(self):
+        """Mark the engine busy (for Python-side state access); pair with _leave."""
+        if self.busy:
+            self._busy()
+            raise RuntimeError("this stream is in use by another thread")
+        self.busy = 1
+
+    def _leave(self):
+        self.busy = 0
+
+    def _state_buffers(self):
+        """Per recurrent stage, the current (h, c or None) arrays (L, B, .): live views."""
+        return [bufs[self.parity] for bufs in self._states]
+
+    def _zero_state(self):
+        for bufs in self._states:
+            for h, c in bufs:
+                h.fill(0.0)
+                if c is not None:
+                    c.fill(0.0)
+
+    # Overridden by drnn.stream.Stream with drnn's error classes.
+    def _busy(self):
+        raise RuntimeError("this stream is in use by another thread")
+
+    def _bad_out(self, out, shape):
+        raise ValueError("out: expected a writeable C-contiguous float32 array of shape %s"
+                         % (shape,))
+
+    def _bad_token(self, tok):
+        raise ValueError("token id %d is outside [0, %d)" % (tok, self.st[0].n_emb))
+
+    def _coerce_step(self, x):
+        raise TypeError("step: expected a C-contiguous float32 array")
+
+    def _coerce_chunk(self, x):
+        raise TypeError("run: expected a C-contiguous float32 array")

@@ -205,6 +205,13 @@ class DRNN:
         return out
 
     # -- running -----------------------------------------------------------
+    def stream(self, batch_size=1):
+        """A stateful Stream for step-at-a-time inference (see drnn.stream):
+        ``s.step(x_t)``, ``s.run(chunk)``, ``s.reset()``, ``s.state``.
+        Each stream has its own state; the model can feed many at once."""
+        from .stream import Stream
+        return Stream(self, batch_size)
+
     def predict(self, x, lengths=None, initial_state=None, return_state=False, num_threads=None):
         """Run the model.  See the module docstring for input forms and state layout.
 
