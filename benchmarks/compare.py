@@ -254,7 +254,7 @@ def prepare_batch(w, threads):
             return module(xt)[0]
 
         def run_drnn():
-            return model.predict(x)
+            return model.predict(x, num_threads=threads)
     else:
         lens_t = torch.from_numpy(lengths)
         total = x.shape[1]
@@ -265,7 +265,7 @@ def prepare_batch(w, threads):
                                        total_length=total)[0]
 
         def run_drnn():
-            return model.predict(x, lengths=lengths)
+            return model.predict(x, lengths=lengths, num_threads=threads)
         notes.append("ORT runs the padded batch (no sequence_lens in the torch export): "
                      "its timing covers B*T steps and its agreement is checked on the "
                      "full-length rows only")

@@ -83,6 +83,28 @@ DRNN_INLINE void micro(const int rows, const int np, int64_t kc,
     }
 }
 
+/* One row (a GEMV) against NPR panels at once: NPR independent chains keep
+ * the FMA pipes busy where a 1 x 2 tile would wait on latency.  Same
+ * summation order as micro(). */
+#define NPR 8
+DRNN_INLINE void micro_row(const int np, int64_t kc, const float *A, const float *const *B,
+                           int64_t ldb, float *C, int init, const float *bias, int64_t ncols)
+{
+    vf acc[NPR];
+    for (int j = 0; j < np; ++j) {
+        if (init == 1) acc[j] = bias ? vload(bias + j * VW) : vzero();
+        else {
+            acc[j] = load_cols(C + j * VW, ncols - j * VW);
+            if (init == 2 && bias) acc[j] += vload(bias + j * VW);
+        }
+    }
+    for (int64_t k = 0; k < kc; ++k) {
+        const vf a = vset1(A[k]);
+        for (int j = 0; j < np; ++j) acc[j] += a * vload(B[j] + k * ldb);
+    }
+    for (int j = 0; j < np; ++j) store_cols(C + j * VW, acc[j], ncols - j * VW);
+}
+
 /* Row k0 of panel p. */
 DRNN_INLINE const float *panel_at(const float *Bp, int G, int64_t K, int64_t p, int64_t k0)
 {
@@ -105,6 +127,26 @@ void DRNN_KERNEL(drnn_gemm)(int64_t M, int64_t N, int64_t K,
                 if (accumulate) v += load_cols(C + i * ldc + p * VW, nc);
                 store_cols(C + i * ldc + p * VW, v, nc);
             }
+        return;
+    }
+    if (M < MR) {
+        /* Too few rows for a tile: rows one at a time, NPR panels a pass. */
+        for (int64_t k0 = 0; k0 < K; k0 += KC) {
+            const int64_t kc = K - k0 < KC ? K - k0 : KC;
+            const int init = k0 > 0 ? 0 : (accumulate ? 2 : 1);
+            for (int64_t i = 0; i < M; ++i)
+                for (int64_t p = 0; p < panels; p += NPR) {
+                    const int np = panels - p >= NPR ? NPR : (int)(panels - p);
+                    const float *B[NPR];
+                    for (int j = 0; j < np; ++j) B[j] = panel_at(Bp, G, K, p + j, k0);
+                    const float *bp = bias ? bias + p * VW : NULL;
+                    float *Ci = C + i * ldc + p * VW;
+                    if (np == NPR)
+                        micro_row(NPR, kc, A + i * lda + k0, B, ldb, Ci, init, bp, N - p * VW);
+                    else
+                        micro_row(np, kc, A + i * lda + k0, B, ldb, Ci, init, bp, N - p * VW);
+                }
+        }
         return;
     }
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
