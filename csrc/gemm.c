@@ -135,16 +135,23 @@ void DRNN_KERNEL(drnn_gemm)(int64_t M, int64_t N, int64_t K,
             const int64_t kc = K - k0 < KC ? K - k0 : KC;
             const int init = k0 > 0 ? 0 : (accumulate ? 2 : 1);
             for (int64_t i = 0; i < M; ++i)
-                for (int64_t p = 0; p < panels; p += NPR) {
-                    const int np = panels - p >= NPR ? NPR : (int)(panels - p);
+                for (int64_t p = 0; p < panels;) {
+                    /* 8, 4, 2 or 1 panels: constants, so the sums stay in registers */
+                    const int64_t left = panels - p;
+                    const int np = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
                     const float *B[NPR];
                     for (int j = 0; j < np; ++j) B[j] = panel_at(Bp, G, K, p + j, k0);
                     const float *bp = bias ? bias + p * VW : NULL;
+                    const float *Ai = A + i * lda + k0;
                     float *Ci = C + i * ldc + p * VW;
-                    if (np == NPR)
-                        micro_row(NPR, kc, A + i * lda + k0, B, ldb, Ci, init, bp, N - p * VW);
-                    else
-                        micro_row(np, kc, A + i * lda + k0, B, ldb, Ci, init, bp, N - p * VW);
+                    const int64_t nc = N - p * VW;
+                    switch (np) {
+                    case 8: micro_row(8, kc, Ai, B, ldb, Ci, init, bp, nc); break;
+                    case 4: micro_row(4, kc, Ai, B, ldb, Ci, init, bp, nc); break;
+                    case 2: micro_row(2, kc, Ai, B, ldb, Ci, init, bp, nc); break;
+                    default: micro_row(1, kc, Ai, B, ldb, Ci, init, bp, nc); break;
+                    }
+                    p += np;
                 }
         }
         return;
