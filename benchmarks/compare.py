@@ -18,11 +18,12 @@ How the parts fit:
                 callable per framework -- exactly what is timed -- after
                 checking that the three frameworks agree (max abs diff <= TOL).
   time_interleaved  the only timing helper: warm up, then round-robin the
-                callables (rotating the order each round) with the GC off and
-                report per-call samples; sub-millisecond calls are repeated
-                within a sample so the timer's resolution does not matter, and
-                a short untimed pause before each sample lets the previous
-                framework's worker threads stop spinning (2 cores only).
+                callables in blocks of back-to-back samples (rotating the
+                order each round) with the GC off and report per-call
+                samples; sub-millisecond calls are repeated within a sample
+                so the timer's resolution does not matter, and an untimed
+                pause before each block lets the previous framework's worker
+                threads stop spinning (2 cores only).
   report        markdown tables: speed vs the best peer against the target,
                 and the "distance from the floor" (GFLOP/s, weight GB/s).
   --rss         each framework runs the throughput workload once in its own
@@ -400,12 +401,20 @@ class Timing:
     max_reps: int = 300
     warmup: float = 0.3         # seconds of warm-up per callable (at least 2 calls)
     min_sample: float = 2e-3    # a sample repeats a fast call until it lasts this long
-    settle: float = 5e-3        # untimed pause before each sample: the previous framework's
-                                # idle OpenMP / ORT worker threads stop spin-waiting
+    settle: float = 0.1         # untimed pause before each block: the previous framework's
+                                # idle OpenMP / ORT / drnn worker threads stop spin-waiting
+    block: int = 10             # samples of one framework back to back, then the next
 
 
 def time_interleaved(calls: dict, cfg: Timing) -> dict:
-    """Per-call times in seconds, {name: [samples]}, sampled round-robin."""
+    """Per-call times in seconds, {name: [samples]}, sampled round-robin in blocks.
+
+    Each framework gets a block of cfg.block back-to-back samples (after a
+    pause and one untimed call), then the next framework: every framework
+    is measured in its own steady state, not while another one's idle
+    worker threads still spin on both cores, and slow drift of the machine
+    still reaches all of them alike.
+    """
     per_call, inner = {}, {}
     for name, fn in calls.items():
         n, t0, best = 0, time.perf_counter(), math.inf
@@ -418,20 +427,23 @@ def time_interleaved(calls: dict, cfg: Timing) -> dict:
         inner[name] = max(1, math.ceil(cfg.min_sample / max(best, 1e-9)))
     round_cost = sum(per_call[n] * inner[n] for n in calls)
     reps = int(min(cfg.max_reps, max(cfg.min_reps, cfg.budget / round_cost)))
+    rounds = max(1, math.ceil(reps / cfg.block))
     names = list(calls)
     samples = {n: [] for n in names}
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for r in range(reps):
+        for r in range(rounds):
             k = r % len(names)
             for name in names[k:] + names[:k]:
                 fn, m = calls[name], inner[name]
                 time.sleep(cfg.settle)
-                t0 = time.perf_counter()
-                for _ in range(m):
-                    fn()
-                samples[name].append((time.perf_counter() - t0) / m)
+                fn()
+                for _ in range(min(cfg.block, reps - r * cfg.block)):
+                    t0 = time.perf_counter()
+                    for _ in range(m):
+                        fn()
+                    samples[name].append((time.perf_counter() - t0) / m)
     finally:
         if gc_was_enabled:
             gc.enable()

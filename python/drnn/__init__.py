@@ -5,6 +5,7 @@
     y = model.predict(x)
     model.save("model.safetensors"); model = drnn.load("model.safetensors")
     model = drnn.from_torch(torch_module)
+    s = model.stream(); y_t = s.step(x_t)     # real-time, state carried
 
 Layers live in drnn.layers, the model in drnn.model, loaders in drnn.io;
 the C kernels behind them in the extension module drnn._core.
@@ -15,12 +16,13 @@ from .errors import DrnnError, DtypeError, FormatError, ShapeError, UnsupportedE
 from .io import load
 from .layers import GRU, LSTM, RNN, Dense, Embedding, Layer
 from .model import DRNN
+from .stream import Stream, StreamBusyError
 
 __version__ = "0.1.0"
 
-__all__ = ["DRNN", "Embedding", "RNN", "LSTM", "GRU", "Dense", "Layer", "load", "from_torch",
-           "cpu_info", "DrnnError", "ShapeError", "DtypeError", "FormatError",
-           "UnsupportedError", "__version__"]
+__all__ = ["DRNN", "Embedding", "RNN", "LSTM", "GRU", "Dense", "Layer", "Stream", "load",
+           "from_torch", "cpu_info", "DrnnError", "ShapeError", "DtypeError", "FormatError",
+           "UnsupportedError", "StreamBusyError", "__version__"]
 
 
 def cpu_info():

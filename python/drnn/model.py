@@ -54,6 +54,9 @@ class DRNN:
         self.layers = tuple(layers)
         self._recurrent = [i for i, l in enumerate(layers) if isinstance(l, Recurrent)]
         self._returns_sequences = sequence
+        # Set by loaders: where the model came from, for `drnn info` --
+        # {"format", "file", "read": [...], "inferred": [...], "defaulted": [...]}.
+        self.source = None
 
     # -- description -------------------------------------------------------
     @property
