@@ -209,7 +209,10 @@ static seq_view layer_output(const run_ctx *r, int l)
     return v;
 }
 
-/* 1. Input projections of layer l, rows of B*T split over all threads. */
+/* 1. Input projections of layer l, rows of B*T split over all threads.
+ * With lengths, only each sequence's valid steps are projected (padding is
+ * never read), one GEMM per sequence, sequences split over the threads by
+ * their total length. */
 static void project_inputs(run_ctx *r, int l, int tid, int n)
 {
     const seq_view in = layer_input(r, l);
@@ -217,18 +220,25 @@ static void project_inputs(run_ctx *r, int l, int tid, int n)
     for (int dir = 0; dir < r->D; ++dir) {
         const drnn_packed_layer *w = &r->pl[l * r->D + dir];
         float *x_ih = (float *)(r->ws + r->p->x_ih[dir]);
-        if (in.sb == r->T * in.st) {
+        if (!r->lengths && in.sb == r->T * in.st) {
             int64_t lo, hi;
             drnn_split(M, n, tid, &lo, &hi);
             if (hi > lo)
                 r->k->gemm(hi - lo, r->Np, in.width, in.cptr + lo * in.st, in.st, w->w_ih,
                            r->G, w->bias, x_ih + lo * r->Np, r->Np, 0);
-        } else {
-            int64_t lo, hi;
-            drnn_split(r->B, n, tid, &lo, &hi);
-            for (int64_t b = lo; b < hi; ++b)
-                r->k->gemm(r->T, r->Np, in.width, in.cptr + b * in.sb, in.st, w->w_ih,
-                           r->G, w->bias, x_ih + b * r->T * r->Np, r->Np, 0);
+            continue;
+        }
+        /* Thread tid takes the sequences whose running step count falls in
+         * its share of all valid steps. */
+        int64_t total = 0, lo, hi, seen = 0;
+        for (int64_t b = 0; b < r->B; ++b) total += row_length(r, b);
+        drnn_split(total, n, tid, &lo, &hi);
+        for (int64_t b = 0; b < r->B; ++b) {
+            const int64_t len = row_length(r, b), mid = seen + len / 2;
+            seen += len;
+            if (len == 0 || mid < lo || mid >= hi) continue;
+            r->k->gemm(len, r->Np, in.width, in.cptr + b * in.sb, in.st, w->w_ih, r->G,
+                       w->bias, x_ih + b * r->T * r->Np, r->Np, 0);
         }
     }
 }
