@@ -60,7 +60,9 @@ from typing import Optional
 import numpy as np
 
 TOL = 1e-4                  # max abs difference allowed between any two frameworks
-PEAK_GFLOPS = 340.0         # DESIGN.md: this 2-core AVX-512 machine's fp32 peak
+PEAK_GFLOPS = 226.0         # measured here: 2 cores x 113 GFLOP/s (Zen 4: one 512-bit FMA
+                            # per cycle per core; 12 independent FMA chains, see RESULTS.md).
+                            # DESIGN.md's 340 assumed two FMA pipes per core.
 L2_GBS = 160.0              # DESIGN.md: an H=256 LSTM step (1 MiB of weights) in 6.5 us
 SEED = 1234
 PEERS = ("torch", "ORT")
@@ -654,7 +656,7 @@ def main(argv=None):
     command = "python " + " ".join([os.path.relpath(__file__)] + sys.argv[1:])
     header = [f"- {k}: {v}" for k, v in info.items()] + \
              [f"- threads: {args.threads} (torch.set_num_threads, ORT intra_op_num_threads; "
-              "drnn runs single-threaded today)", f"- command: `{command}`"]
+              "drnn num_threads)", f"- command: `{command}`"]
     print("\n".join(header), flush=True)
     if info["load average at start"] > 0.5:
         print(f"WARNING: load average {info['load average at start']} -- other processes "
