@@ -1,10 +1,14 @@
-"""drnn's own format: safetensors with the architecture as JSON in its metadata.
+"""drnn's own format: safetensors with the architecture as JSON in its metadata;
+and plain .safetensors / .npz weight files read together with an architecture.
 
 Tensors are named ``layers.{i}.{param}`` (PyTorch names inside a layer);
 metadata holds ``format = "drnn"``, ``format_version`` and ``architecture``,
 the JSON of DRNN.config().  Saving and loading round-trip bit for bit.
 """
 import json
+import zipfile
+
+import numpy as np
 
 from ..errors import DrnnError, FormatError
 from . import safetensors
@@ -22,29 +26,75 @@ def save(model, path):
     safetensors.write(path, tensors, meta)
 
 
-def load(path):
+def _read_npz(path):
+    """An .npz as {name: array} with pickles refused, plus drnn metadata if present."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except ValueError as e:          # object arrays need pickle: refused
+        raise FormatError(f"{path}: {e}; drnn never loads pickled data from an .npz") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise FormatError(f"{path}: not a readable .npz ({e})") from None
+    meta = {}
+    for key in ("__format__", "__format_version__", "__architecture__"):
+        if key in arrays:
+            raw = arrays.pop(key)
+            if raw.dtype != np.uint8 or raw.ndim != 1:
+                raise FormatError(f"{path}: {key} must be UTF-8 bytes (a 1-D uint8 array)")
+            meta[key.strip("_")] = raw.tobytes().decode("utf-8", errors="strict")
+    return arrays, meta
+
+
+def _parse_architecture(path, architecture):
+    """drnn's architecture: a {"layers": [...]} dict, its JSON, or a list of layer configs."""
+    if isinstance(architecture, (bytes, str)):
+        try:
+            architecture = json.loads(architecture)
+        except ValueError as e:
+            raise FormatError(f"{path}: the architecture is not valid JSON ({e})") from None
+    if isinstance(architecture, list):
+        architecture = {"layers": architecture}
+    if not isinstance(architecture, dict) or not isinstance(architecture.get("layers"), list) \
+            or not all(isinstance(c, dict) for c in architecture["layers"]):
+        raise FormatError(f"{path}: expected an architecture {{'layers': [layer configs]}} as "
+                          "DRNN.config() writes it")
+    return architecture["layers"]
+
+
+def load(path, architecture=None):
+    """drnn's own file (.safetensors with metadata), or a plain .safetensors /
+    .npz of weights named ``layers.{i}.{param}`` with ``architecture`` given."""
     from ..layers import Layer
     from ..model import DRNN
-    tensors, meta = safetensors.read(path)
-    if meta.get("format") != "drnn" or "architecture" not in meta:
-        raise FormatError(f"{path}: a safetensors file without drnn's architecture metadata; "
-                          "weights alone do not say which network they belong to")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise FormatError(f"{path}: drnn format version {meta.get('format_version')!r}, "
-                          f"this drnn reads version {FORMAT_VERSION}")
-    try:
-        arch = json.loads(meta["architecture"])
-        configs = arch["layers"]
-        if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
-            raise TypeError("layers must be a list of objects")
-    except (ValueError, KeyError, TypeError) as e:
-        raise FormatError(f"{path}: the architecture metadata is malformed ({e})") from None
+    if str(path).lower().endswith(".npz"):
+        tensors, meta = _read_npz(path)
+        fmt = "npz"
+    else:
+        tensors, meta = safetensors.read(path)
+        fmt = "safetensors"
+    source = {"format": fmt, "file": str(path), "read": [f"{len(tensors)} tensors"],
+              "inferred": [], "defaulted": []}
+    if architecture is not None:
+        configs = _parse_architecture(path, architecture)
+        source["read"].append("architecture given by the caller")
+    elif meta.get("format") == "drnn" and "architecture" in meta:
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise FormatError(f"{path}: drnn format version {meta.get('format_version')!r}, "
+                              f"this drnn reads version {FORMAT_VERSION}")
+        configs = _parse_architecture(path, meta["architecture"])
+        source["format"] = "drnn"
+        source["read"].append("architecture from the file's metadata")
+    else:
+        raise FormatError(f"{path}: weights without drnn's architecture metadata; pass "
+                          "architecture= (a DRNN.config() dict) to say which network they "
+                          "belong to")
     params = [{} for _ in configs]
     for key, arr in tensors.items():
         parts = key.split(".", 2)
         if len(parts) != 3 or parts[0] != "layers" or not parts[1].isdigit() \
                 or int(parts[1]) >= len(configs):
-            raise FormatError(f"{path}: tensor {key!r} belongs to no layer of the architecture")
+            raise FormatError(f"{path}: tensor {key!r} belongs to no layer of the architecture "
+                              f"(expected names layers.<0..{len(configs) - 1}>.<param>)")
         params[int(parts[1])][parts[2]] = arr
     layers = []
     for i, (cfg, p) in enumerate(zip(configs, params)):
@@ -55,6 +105,8 @@ def load(path):
         except (TypeError, ValueError, KeyError) as e:   # unknown or ill-typed config keys
             raise FormatError(f"{path}: layer {i}: bad configuration ({e})") from None
     try:
-        return DRNN(layers)
+        model = DRNN(layers)
     except DrnnError as e:
         raise type(e)(f"{path}: {e}") from None
+    model.source = source
+    return model
