@@ -1,0 +1,424 @@
+"""ONNX loader: an .onnx file in, an OnnxModel that runs its graph out.
+
+Design: ``load_onnx`` parses the file with the ``onnx`` package (the
+optional extra drnn[onnx]), checks its structure, turns initialisers into
+read-only numpy arrays, sorts the nodes topologically, refuses any operator
+outside the supported set (naming it), folds every node whose inputs are all
+constants (so weights computed in-graph become constants too), and builds a
+drnn layer for each LSTM / GRU / RNN node whose W, R, B and P are constant.
+``OnnxModel.run`` then executes the remaining nodes in order: the glue
+operators (onnx_ops.OPS) with numpy, the recurrent ones through drnn's
+kernels (onnx_ops.run_recurrent), building a layer on the fly only when a
+node's weights are graph inputs (as in ONNX's own single-node test cases).
+``predict(x)`` feeds the graph's first declared input and returns its first
+output, in the graph's own layout, so results compare directly with ONNX
+Runtime.  Nothing from the file is ever executed as code.
+"""
+import os
+
+import numpy as np
+
+from ..errors import DrnnError, FormatError, ShapeError, UnsupportedError
+from . import onnx_ops as ops
+
+__all__ = ["load_onnx", "OnnxModel", "SUPPORTED_OPS"]
+
+SUPPORTED_OPS = tuple(sorted(set(ops.OPS) | set(ops.RECURRENT_OPS)))
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def _import_onnx():
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError as e:
+        raise UnsupportedError(
+            "reading .onnx files needs the onnx package: pip install drnn[onnx] "
+            f"(import failed: {e})") from None
+    return onnx, numpy_helper
+
+
+def _attr_value(onnx, numpy_helper, attr, where):
+    """An AttributeProto as a Python / numpy value (graphs are refused)."""
+    A = onnx.AttributeProto
+    t = attr.type
+    if t == A.FLOAT:
+        return float(attr.f)
+    if t == A.INT:
+        return int(attr.i)
+    if t == A.STRING:
+        return attr.s.decode("utf-8", "replace")
+    if t == A.FLOATS:
+        return [float(v) for v in attr.floats]
+    if t == A.INTS:
+        return [int(v) for v in attr.ints]
+    if t == A.STRINGS:
+        return [s.decode("utf-8", "replace") for s in attr.strings]
+    if t == A.TENSOR:
+        return _to_array(numpy_helper, attr.t, where)
+    if t in (A.GRAPH, A.GRAPHS):
+        raise UnsupportedError(f"{where}: attribute {attr.name!r} holds a subgraph "
+                               "(control flow is not supported)")
+    raise UnsupportedError(f"{where}: attribute {attr.name!r} has unsupported type {t}")
+
+
+def _to_array(numpy_helper, tensor, where):
+    try:
+        arr = numpy_helper.to_array(tensor)
+    except Exception as e:   # malformed raw_data, bad dims, unknown dtype
+        raise FormatError(f"{where}: tensor {tensor.name!r} cannot be read: {e}") from None
+    arr = np.array(arr, copy=True)   # own the memory (to_array may alias the protobuf)
+    arr.setflags(write=False)
+    return arr
+
+
+_SLOT_NAMES = {"MatMul": ("A", "B"), "Gemm": ("A", "B", "C"), "Gather": ("data", "indices")}
+
+
+class _Node:
+    __slots__ = ("op", "name", "inputs", "outputs", "attrs", "ctx", "layer", "where")
+
+
+class _Info:
+    """A non-recurrent graph node holding constant parameters, for describe()."""
+
+    def __init__(self, op, name, params):
+        self.kind = op
+        self.name = name
+        self._params = params
+
+    @property
+    def num_parameters(self):
+        return int(sum(p.size for p in self._params.values()))
+
+    def params(self):
+        return dict(self._params)
+
+    def __repr__(self):
+        shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in self._params.items())
+        return f"{self.kind}({shapes})" + (f"  # node {self.name!r}" if self.name else "")
+
+
+class OnnxModel:
+    """An ONNX graph whose LSTM/GRU/RNN nodes run on drnn's kernels.
+
+    predict(x) feeds the graph's first declared input (in the graph's own
+    layout and dtype) and returns its first output; run(feeds) takes a dict
+    of all inputs and returns every graph output by name.
+    """
+
+    def __init__(self, path, graph_inputs, graph_outputs, consts, nodes, opset, source,
+                 input_meta):
+        self.path = path
+        self.input_names = list(graph_inputs)
+        self.output_names = list(graph_outputs)
+        self._consts = consts
+        self._nodes = nodes
+        self.opset = opset
+        self.source = source
+        self._input_meta = input_meta     # name -> (numpy dtype or None, shape list)
+        self._num_parameters = 0
+        self.layers = []
+        for n in nodes:
+            if n.layer is not None:
+                n.layer.onnx_node = n.name
+                self.layers.append(n.layer)
+            elif n.op in ("MatMul", "Gemm", "Gather", "Add"):
+                params = {}
+                slot_names = _SLOT_NAMES.get(n.op, ())
+                for i, name in enumerate(n.inputs):
+                    v = consts.get(name) if name else None
+                    if v is not None and v.dtype.kind == "f" and v.ndim >= 1:
+                        params[slot_names[i] if i < len(slot_names) else f"input{i}"] = v
+                if params and n.op != "Add":
+                    self.layers.append(_Info(n.op, n.name, params))
+
+    # -- description -------------------------------------------------------
+    @property
+    def num_parameters(self):
+        return self._num_parameters
+
+    @property
+    def recurrent_layers(self):
+        return [l for l in self.layers if not isinstance(l, _Info)]
+
+    def describe(self):
+        lines = [f"{self.path}: ONNX model (opset {self.opset}), "
+                 f"{self.num_parameters:,} parameters, {len(self._nodes)} nodes to run"]
+        for name in self.input_names:
+            dt, shape = self._input_meta.get(name, (None, None))
+            lines.append(f"input {name!r}: {np.dtype(dt).name if dt else '?'} {shape}")
+        for i, l in enumerate(self.layers):
+            lines.append(f"  [{i}] {l!r}  ({l.num_parameters:,} parameters)")
+        lines.append("output " + ", ".join(repr(o) for o in self.output_names))
+        counts = {}
+        for n in self._nodes:
+            counts[n.op] = counts.get(n.op, 0) + 1
+        lines.append("ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
+        for key in ("read", "inferred", "defaulted"):
+            for item in self.source.get(key, []):
+                lines.append(f"{key}: {item}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return (f"OnnxModel({os.path.basename(self.path)!r}, inputs={self.input_names}, "
+                f"outputs={self.output_names}, layers={len(self.layers)})")
+
+    # -- running -----------------------------------------------------------
+    def _feed(self, name, value):
+        dt = self._input_meta.get(name, (None, None))[0]
+        arr = np.asarray(value)
+        if dt is not None and arr.dtype != dt:
+            if arr.dtype.kind in "fc" and np.dtype(dt).kind in "iub":
+                raise ShapeError(f"{self.path}: input {name!r} takes {np.dtype(dt).name} "
+                                 f"(token ids), got {arr.dtype}")
+            arr = arr.astype(dt)
+        return arr
+
+    def run(self, feeds, num_threads=None, outputs=None):
+        """Run the graph.  feeds: {input name: array}.  Returns {output name: array}."""
+        env = dict(self._consts)
+        for name in self.input_names:
+            if name in feeds:
+                env[name] = self._feed(name, feeds[name])
+            elif name not in env:
+                raise ShapeError(f"{self.path}: graph input {name!r} is not given "
+                                 f"(inputs: {self.input_names})")
+        unknown = set(feeds) - set(self.input_names)
+        if unknown:
+            raise ShapeError(f"{self.path}: unknown inputs {sorted(unknown)}; the graph takes "
+                             f"{self.input_names}")
+        for n in self._nodes:
+            args = [env[i] if i else None for i in n.inputs]
+            try:
+                if n.op in ops.RECURRENT_OPS:
+                    layer = n.layer
+                    if layer is None:
+                        get = (lambda k: args[ops.SLOT[k]] if len(args) > ops.SLOT[k] else None)
+                        layer = ops.recurrent_layer(n.op, n.attrs, get("W"), get("R"), get("B"),
+                                                    get("P"), n.where,
+                                                    {"inferred": [], "defaulted": []})
+                    res = ops.run_recurrent(layer, n.op, n.attrs, args, len(n.outputs),
+                                            n.where, num_threads)
+                else:
+                    res = ops.OPS[n.op](n.ctx, args)
+            except DrnnError:
+                raise
+            except (ValueError, TypeError, IndexError) as e:
+                raise ShapeError(f"{n.where}: {e}") from None
+            for name, val in zip(n.outputs, res):
+                if name:
+                    env[name] = val
+        wanted = self.output_names if outputs is None else list(outputs)
+        return {name: env[name] for name in wanted}
+
+    def predict(self, x, num_threads=None):
+        """Feed x to the graph's first input; return its first output (graph layout)."""
+        if not self.input_names:
+            raise ShapeError(f"{self.path}: the graph has no inputs")
+        first = self.input_names[0]
+        missing = [n for n in self.input_names[1:] if n not in self._consts]
+        if missing:
+            raise ShapeError(f"{self.path}: the graph also needs inputs {missing}; "
+                             "use run({name: array, ...})")
+        return self.run({first: x}, num_threads=num_threads,
+                        outputs=[self.output_names[0]])[self.output_names[0]]
+
+
+def _parse(path):
+    onnx, numpy_helper = _import_onnx()
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise FormatError(f"{path}: cannot read: {e}") from None
+    if not data:
+        raise FormatError(f"{path}: empty file, expected an ONNX model")
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as e:
+        raise FormatError(f"{path}: not a valid ONNX file (protobuf parse failed: "
+                          f"{type(e).__name__}: {e}); is it truncated?") from None
+    g = model.graph
+    if model.ir_version <= 0 or not model.HasField("graph") or not g.output:
+        raise FormatError(f"{path}: not an ONNX model (no ir_version, graph or graph outputs)")
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in g.initializer):
+        try:
+            from onnx.external_data_helper import load_external_data_for_model
+            load_external_data_for_model(model, os.path.dirname(os.path.abspath(path)))
+        except Exception as e:
+            raise FormatError(f"{path}: cannot load external tensor data: {e}") from None
+    return onnx, numpy_helper, model
+
+
+def load_onnx(path):
+    """Load an .onnx file; returns an OnnxModel (needs pip install drnn[onnx])."""
+    path = os.fspath(path)
+    onnx, numpy_helper, model = _parse(path)
+    g = model.graph
+    opset = None
+    for imp in model.opset_import:
+        if imp.domain in _DEFAULT_DOMAINS:
+            opset = int(imp.version)
+    source = {"format": "onnx", "file": path, "read": [], "inferred": [], "defaulted": []}
+    if opset is None:
+        opset = 1 if not model.opset_import else 21
+        source["defaulted"].append(f"default-domain opset {opset} (none declared)")
+    source["read"].append(f"ir_version {model.ir_version}, opset {opset}, producer "
+                          f"{model.producer_name or '?'} {model.producer_version}".rstrip())
+
+    consts = {}
+    for t in g.initializer:
+        if not t.name:
+            raise FormatError(f"{path}: an initializer has no name")
+        consts[t.name] = _to_array(numpy_helper, t, f"{path}: initializer")
+    if len(g.initializer):
+        source["read"].append(f"{len(g.initializer)} initializers "
+                              f"({sum(v.size for v in consts.values()):,} values)")
+
+    input_meta = {}
+    inputs = []
+    for vi in g.input:
+        if vi.name in consts:
+            continue           # old IR: initializers listed as inputs (overridable defaults)
+        tt = vi.type.tensor_type
+        dt = ops.ONNX_DTYPES.get(tt.elem_type) if vi.type.HasField("tensor_type") else None
+        shape = [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?")
+                 for d in tt.shape.dim] if tt.HasField("shape") else None
+        inputs.append(vi.name)
+        input_meta[vi.name] = (dt, shape)
+    outputs = [o.name for o in g.output]
+
+    # -- nodes: check ops, parse attributes --------------------------------
+    nodes = []
+    unsupported = []
+    for k, nd in enumerate(g.node):
+        where = f"{path}: node {nd.name or k!r} ({nd.op_type})"
+        if nd.domain not in _DEFAULT_DOMAINS:
+            unsupported.append(f"{nd.domain}.{nd.op_type}")
+            continue
+        if nd.op_type not in ops.OPS and nd.op_type not in ops.RECURRENT_OPS:
+            unsupported.append(nd.op_type)
+            continue
+        n = _Node()
+        n.op, n.name, n.where = nd.op_type, nd.name, where
+        n.inputs, n.outputs = list(nd.input), list(nd.output)
+        n.attrs = {a.name: _attr_value(onnx, numpy_helper, a, where) for a in nd.attribute}
+        attrs = dict(n.attrs)
+        attrs["_n_outputs"] = len(n.outputs)
+        n.ctx = ops.Ctx(attrs, opset, where)
+        n.layer = None
+        nodes.append(n)
+    if unsupported:
+        names = sorted(set(unsupported))
+        raise UnsupportedError(
+            f"{path}: unsupported ONNX operator{'s' if len(names) > 1 else ''} "
+            f"{', '.join(names)}; drnn runs LSTM, GRU, RNN and the glue ops "
+            f"{', '.join(sorted(ops.OPS))}")
+
+    nodes = _toposort(path, nodes, set(consts) | set(inputs), outputs)
+    param_names = set(consts) | {n.outputs[0] for n in nodes if n.op == "Constant" and n.outputs}
+
+    # -- fold constants; build recurrent layers ----------------------------
+    run_nodes = []
+    notes = {"inferred": source["inferred"], "defaulted": source["defaulted"]}
+    for n in nodes:
+        if n.op in ops.RECURRENT_OPS:
+            args = {k: (consts.get(n.inputs[i]) if len(n.inputs) > i and n.inputs[i] else None)
+                    for k, i in ops.SLOT.items()}
+            given = {k: len(n.inputs) > i and bool(n.inputs[i]) for k, i in ops.SLOT.items()}
+            if all(args[k] is not None or not given[k] for k in ("W", "R", "B", "P")):
+                n.layer = ops.recurrent_layer(n.op, n.attrs, args["W"], args["R"], args["B"],
+                                              args["P"], n.where, notes)
+                source["read"].append(
+                    f"node {n.name!r}: {n.op} {n.attrs.get('direction', 'forward')}, "
+                    f"hidden_size {n.layer.hidden_size}, input {n.layer.input_size}, "
+                    f"layout {n.attrs.get('layout', 0)}"
+                    + (", sequence_lens" if given["sequence_lens"] else "")
+                    + (f", clip {n.attrs['clip']}" if "clip" in n.attrs else ""))
+            run_nodes.append(n)
+            continue
+        if all((not i) or i in consts for i in n.inputs):
+            try:
+                res = ops.OPS[n.op](n.ctx, [consts[i] if i else None for i in n.inputs])
+            except DrnnError as e:
+                raise type(e)(f"{e}") from None
+            except (ValueError, TypeError, IndexError) as e:
+                raise FormatError(f"{n.where}: cannot evaluate constant node: {e}") from None
+            for name, v in zip(n.outputs, res):
+                if name:
+                    v = np.array(v, copy=True)
+                    v.setflags(write=False)
+                    consts[name] = v
+            continue
+        run_nodes.append(n)
+
+    for key in ("inferred", "defaulted"):     # notes name the node; the file is in source["file"]
+        source[key][:] = [s[len(path) + 2:] if s.startswith(path + ": ") else s
+                          for s in source[key]]
+    for name in outputs:
+        if name not in consts and name not in inputs and not any(
+                name in n.outputs for n in run_nodes):
+            raise FormatError(f"{path}: graph output {name!r} is produced by no node")
+    model = OnnxModel(path, inputs, outputs, consts, run_nodes, opset, source, input_meta)
+    model._num_parameters = _count_parameters(nodes, param_names, consts)
+    return model
+
+
+def _count_parameters(nodes, param_names, consts):
+    """Float initialisers and Constant values of the file (not folded intermediates)
+    that some node uses as a weight: not initial states or lengths of recurrent
+    nodes, and not the zeros exporters Expand into initial states."""
+    not_weight = {"Expand", "Shape", "Size", "ConstantOfShape"}
+    counted = set()
+    for n in nodes:
+        for i, name in enumerate(n.inputs):
+            if name not in param_names or name in counted:
+                continue
+            if n.op in not_weight or (n.op in ops.RECURRENT_OPS and i in (0, 4, 5, 6)):
+                continue
+            v = consts.get(name)
+            if v is not None and v.dtype.kind == "f":
+                counted.add(name)
+    return int(sum(consts[name].size for name in counted))
+
+
+def _toposort(path, nodes, available, outputs):
+    """Kahn's algorithm over tensor names; undefined inputs or cycles are FormatErrors."""
+    producers = {}
+    for n in nodes:
+        for o in n.outputs:
+            if o:
+                if o in producers or o in available:
+                    raise FormatError(f"{n.where}: output {o!r} is defined twice")
+                producers[o] = n
+    for n in nodes:
+        for i in n.inputs:
+            if i and i not in available and i not in producers:
+                raise FormatError(f"{n.where}: input {i!r} is not a graph input, initializer "
+                                  "or node output")
+    order, done, ready = [], set(available), []
+    pending = {id(n): sum(1 for i in set(n.inputs) if i and i not in available) for n in nodes}
+    users = {}
+    for n in nodes:
+        for i in set(n.inputs):
+            if i and i not in available:
+                users.setdefault(i, []).append(n)
+    ready = [n for n in nodes if pending[id(n)] == 0]
+    while ready:
+        n = ready.pop(0)
+        order.append(n)
+        for o in n.outputs:
+            if o and o not in done:
+                done.add(o)
+                for u in users.get(o, []):
+                    pending[id(u)] -= 1
+                    if pending[id(u)] == 0:
+                        ready.append(u)
+    if len(order) != len(nodes):
+        raise FormatError(f"{path}: the graph has a cycle")
+    missing = [o for o in outputs if o not in done]
+    if missing:
+        raise FormatError(f"{path}: graph outputs {missing} are produced by no node")
+    return order

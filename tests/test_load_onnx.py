@@ -1,0 +1,625 @@
+"""drnn.io.onnx.load_onnx on real .onnx files.
+
+1. ONNX's own backend test cases for LSTM, GRU and RNN (expected outputs
+   shipped with the onnx package).
+2. onnx.helper single-node models with every attribute and optional input,
+   against ONNX Runtime (layout=1, which ORT refuses, against a transposed
+   layout-0 run).
+3. torch.onnx.export'ed stacks with heads, against ONNX Runtime.
+4. The committed fixtures in tests/fixtures/onnx (no ORT or torch needed).
+5. Broken and unsupported files.
+ORT/torch-dependent tests skip when those are missing, except under CI=true.
+"""
+import glob
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+import helpers
+from helpers import assert_close
+
+onnx = pytest.importorskip("onnx") if os.environ.get("CI", "").lower() != "true" else \
+    __import__("onnx")
+from onnx import TensorProto, helper as oh  # noqa: E402
+
+from drnn.errors import FormatError, ShapeError, UnsupportedError  # noqa: E402
+from drnn.io.onnx import load_onnx  # noqa: E402
+
+TOL = 1e-5
+FIXTURE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "onnx")
+_CI = os.environ.get("CI", "").strip().lower() == "true"
+
+
+def _import_ort():
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        if _CI:
+            raise
+        pytest.skip(f"onnxruntime is not installed ({exc})")
+    return onnxruntime
+
+
+def _ort_run(model, feeds):
+    ort = _import_ort()
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(None, feeds)))
+
+
+def _save(model, tmp_path, name="m.onnx"):
+    p = str(tmp_path / name)
+    onnx.save(model, p)
+    return p
+
+
+# --------------------------------------------------------------------------
+# 1. ONNX backend test cases
+# --------------------------------------------------------------------------
+
+def _backend_cases():
+    from onnx.backend.test.case.node import collect_testcases
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = collect_testcases()
+    return [c for c in cases if c.model is not None
+            and any(n.op_type in ("LSTM", "GRU", "RNN") for n in c.model.graph.node)]
+
+
+BACKEND = _backend_cases()
+
+
+def test_backend_cases_found():
+    ops = {n.op_type for c in BACKEND for n in c.model.graph.node}
+    assert ops == {"LSTM", "GRU", "RNN"} and len(BACKEND) >= 15
+
+
+@pytest.mark.parametrize("case", BACKEND, ids=[c.name for c in BACKEND])
+@pytest.mark.parametrize("weights_as", ["inputs", "initializers"])
+def test_onnx_backend_case(case, weights_as, tmp_path):
+    model = onnx.ModelProto()
+    model.CopyFrom(case.model)
+    for inputs, expected in case.data_sets:
+        feeds = {vi.name: v for vi, v in zip(model.graph.input, inputs)}
+        m = model
+        if weights_as == "initializers":
+            # as exporters write them: W, R, B, P constant, built at load time
+            m = onnx.ModelProto()
+            m.CopyFrom(model)
+            node = m.graph.node[0]
+            consts = {node.input[i] for i in (1, 2, 3, 7) if len(node.input) > i and node.input[i]}
+            keep = [vi for vi in m.graph.input if vi.name not in consts]
+            for name in consts:
+                m.graph.initializer.append(onnx.numpy_helper.from_array(feeds.pop(name), name))
+            del m.graph.input[:]
+            m.graph.input.extend(keep)
+        loaded = load_onnx(_save(m, tmp_path))
+        if weights_as == "initializers":
+            assert loaded.recurrent_layers, "layer not built at load time"
+        got = loaded.run(feeds)
+        for vi, e in zip(m.graph.output, expected):
+            rtol = max(case.rtol, TOL)
+            atol = max(case.atol, TOL)
+            np.testing.assert_allclose(got[vi.name], e, rtol=rtol, atol=atol,
+                                       err_msg=f"{case.name} {vi.name}")
+
+
+# --------------------------------------------------------------------------
+# 2. helper-built single-node models with every attribute vs ONNX Runtime
+# --------------------------------------------------------------------------
+
+G = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+
+def make_node_model(kind, F, H, *, direction="forward", layout=0, bias=True, lengths=False,
+                    h0=False, c0=False, peep=False, attrs=None, seed=0, B=3, T=5,
+                    opset=14):
+    """A single-node model with W/R/B/P as initializers; returns (model, feeds)."""
+    rng = np.random.default_rng(seed)
+    D = 2 if direction == "bidirectional" else 1
+    g = G[kind]
+    inits = {"W": rng.uniform(-0.6, 0.6, (D, g * H, F)).astype(np.float32),
+             "R": rng.uniform(-0.6, 0.6, (D, g * H, H)).astype(np.float32)}
+    if bias:
+        inits["B"] = rng.uniform(-0.5, 0.5, (D, 2 * g * H)).astype(np.float32)
+    if peep:
+        inits["P"] = rng.uniform(-0.5, 0.5, (D, 3 * H)).astype(np.float32)
+    xshape = (T, B, F) if layout == 0 else (B, T, F)
+    feeds = {"X": rng.standard_normal(xshape).astype(np.float32) * 1.5}
+    if lengths:
+        lens = np.array(([T, 1, 0, 3, 2] * 3)[:B] if lengths == "zero" else
+                        ([T, 2, 4, 1, 3] * 3)[:B], np.int32)
+        feeds["sequence_lens"] = lens
+    sshape = (D, B, H) if layout == 0 else (B, D, H)
+    if h0:
+        feeds["initial_h"] = rng.uniform(-1, 1, sshape).astype(np.float32)
+    if c0:
+        feeds["initial_c"] = rng.uniform(-1, 1, sshape).astype(np.float32)
+    order = ["X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"]
+    if kind != "LSTM":
+        order = order[:6]
+    names = [n if (n in inits or n in feeds) else "" for n in order]
+    while names and not names[-1]:
+        names.pop()
+    outs = ["Y", "Y_h"] + (["Y_c"] if kind == "LSTM" else [])
+    a = dict(hidden_size=H, direction=direction)
+    if layout:
+        a["layout"] = 1
+    a.update(attrs or {})
+    node = oh.make_node(kind, names, outs, **a)
+    vis = [oh.make_tensor_value_info(n, TensorProto.INT32 if n == "sequence_lens"
+                                     else TensorProto.FLOAT, list(v.shape))
+           for n, v in feeds.items()]
+    graph = oh.make_graph([node], "g", vis, [oh.make_tensor_value_info(o, TensorProto.FLOAT, None)
+                                             for o in outs],
+                          initializer=[onnx.numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model, feeds
+
+
+def _acts(kind, D, spec):
+    """spec: list of (ONNX name, alpha or None, beta or None), n per direction."""
+    names = [s[0] for s in spec]
+    alphas = [s[1] for s in spec if s[1] is not None]
+    betas = [s[2] for s in spec if s[2] is not None]
+    out = {"activations": names}
+    if alphas:
+        out["activation_alpha"] = alphas
+    if betas:
+        out["activation_beta"] = betas
+    return out
+
+
+NODE_CASES = [
+    ("LSTM", "forward", dict()),
+    ("LSTM", "bidirectional", dict(peep=True, lengths=True, h0=True, c0=True)),
+    ("LSTM", "reverse", dict(peep=True, lengths=True, h0=True, c0=True,
+                             attrs=dict(input_forget=1, clip=0.7))),
+    ("LSTM", "forward", dict(bias=False, h0=True, attrs=dict(input_forget=1))),
+    ("LSTM", "bidirectional", dict(lengths=True, c0=True, attrs=dict(clip=0.4))),
+    ("LSTM", "forward", dict(h0=True, c0=True, attrs=_acts("LSTM", 1, [
+        ("HardSigmoid", 0.3, 0.4), ("Softsign", None, None), ("ScaledTanh", 0.9, 1.1)]))),
+    ("LSTM", "bidirectional", dict(lengths=True, attrs=_acts("LSTM", 2, [
+        ("Sigmoid", None, None), ("Affine", 0.5, 0.1), ("Softplus", None, None),
+        ("HardSigmoid", 0.2, 0.5), ("Tanh", None, None), ("Elu", 0.8, None)]))),
+    ("GRU", "forward", dict()),
+    ("GRU", "forward", dict(attrs=dict(linear_before_reset=1), lengths=True, h0=True)),
+    ("GRU", "bidirectional", dict(h0=True, lengths=True, attrs=dict(clip=0.3))),
+    ("GRU", "reverse", dict(bias=False, attrs=dict(linear_before_reset=1, clip=0.5))),
+    ("GRU", "bidirectional", dict(lengths=True, attrs=dict(linear_before_reset=1, **_acts(
+        "GRU", 2, [("Sigmoid", None, None), ("LeakyRelu", 0.1, None),
+                   ("HardSigmoid", 0.25, 0.45), ("Softsign", None, None)])))),
+    ("RNN", "forward", dict(attrs=_acts("RNN", 1, [("ThresholdedRelu", 0.2, None)]))),
+    ("RNN", "reverse", dict(lengths=True, h0=True, attrs=dict(clip=0.6))),
+    ("RNN", "bidirectional", dict(lengths=True, h0=True, attrs=_acts("RNN", 2, [
+        ("Relu", None, None), ("Tanh", None, None)]))),
+    ("RNN", "bidirectional", dict(bias=False, attrs=_acts("RNN", 2, [
+        ("Elu", 0.8, None), ("ScaledTanh", 0.9, 1.1)]))),
+]
+
+
+def _ids(cases):
+    out = []
+    for kind, direction, opts in cases:
+        keys = sorted(k for k, v in opts.items() if v and k != "attrs")
+        keys += sorted((opts.get("attrs") or {}))
+        out.append("-".join([kind, direction] + keys))
+    return out
+
+
+def _compare_outputs(got, ref, lengths=None, what=""):
+    for name, e in ref.items():
+        assert_close(got[name], e, TOL, f"{what} {name}")
+
+
+@pytest.mark.parametrize("kind,direction,opts", NODE_CASES, ids=_ids(NODE_CASES))
+def test_node_vs_onnxruntime(kind, direction, opts, tmp_path):
+    model, feeds = make_node_model(kind, 4, 6, direction=direction, **opts)
+    expected = _ort_run(model, feeds)
+    got = load_onnx(_save(model, tmp_path)).run(feeds)
+    _compare_outputs(got, expected, what=f"{kind} {direction}")
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_zero_lengths_vs_onnxruntime(kind, tmp_path):
+    """sequence_lens may be 0: outputs zero (ONNX Runtime's Y_h is then 0 too)."""
+    model, feeds = make_node_model(kind, 3, 5, direction="bidirectional", lengths="zero",
+                                   B=4, bias=True)
+    expected = _ort_run(model, feeds)
+    got = load_onnx(_save(model, tmp_path)).run(feeds)
+    _compare_outputs(got, expected, what=kind)
+
+
+@pytest.mark.parametrize("kind,direction,opts", [
+    ("LSTM", "bidirectional", dict(peep=True, lengths=True, h0=True, c0=True,
+                                   attrs=dict(clip=0.8, input_forget=1))),
+    ("GRU", "reverse", dict(lengths=True, h0=True, attrs=dict(linear_before_reset=1))),
+    ("RNN", "bidirectional", dict(lengths=True, h0=True)),
+], ids=["LSTM", "GRU", "RNN"])
+def test_layout1_matches_transposed_layout0(kind, direction, opts, tmp_path):
+    """ORT refuses layout=1, so compare with ORT's layout-0 run, transposed."""
+    m0, f0 = make_node_model(kind, 4, 6, direction=direction, layout=0, seed=3, **opts)
+    m1, _ = make_node_model(kind, 4, 6, direction=direction, layout=1, seed=3, **opts)
+    f1 = dict(f0)
+    f1["X"] = np.ascontiguousarray(f0["X"].transpose(1, 0, 2))
+    for s in ("initial_h", "initial_c"):
+        if s in f1:
+            f1[s] = np.ascontiguousarray(f0[s].transpose(1, 0, 2))
+    ref = _ort_run(m0, f0)
+    got = load_onnx(_save(m1, tmp_path)).run(f1)
+    assert_close(got["Y"], ref["Y"].transpose(2, 0, 1, 3), TOL, "Y")      # [N, T, D, H]
+    assert_close(got["Y_h"], ref["Y_h"].transpose(1, 0, 2), TOL, "Y_h")   # [N, D, H]
+    if kind == "LSTM":
+        assert_close(got["Y_c"], ref["Y_c"].transpose(1, 0, 2), TOL, "Y_c")
+
+
+def test_clip_is_on_gate_preactivations_only(tmp_path):
+    """A small clip with large states: ORT clips gate pre-activations, not c."""
+    for T in (1, 5):
+        model, feeds = make_node_model("LSTM", 4, 6, c0=True, attrs=dict(clip=0.25), seed=5, T=T)
+        feeds["initial_c"] = feeds["initial_c"] * 4.0        # |c0| up to 4 >> clip
+        expected = _ort_run(model, feeds)
+        got = load_onnx(_save(model, tmp_path, f"clip{T}.onnx")).run(feeds)
+        if T == 1:
+            assert np.abs(expected["Y_c"]).max() > 1.0       # c itself is not clipped
+        _compare_outputs(got, expected, what=f"clip T={T}")
+
+
+def test_predict_and_description(tmp_path):
+    model, feeds = make_node_model("LSTM", 4, 6, direction="bidirectional", peep=True)
+    m = load_onnx(_save(model, tmp_path))
+    y = m.predict(feeds["X"])
+    assert y.shape == (5, 2, 3, 6) and y.dtype == np.float32
+    assert m.num_parameters == 2 * (24 * 4 + 24 * 6 + 48 + 18)
+    assert m.source["format"] == "onnx" and m.source["file"].endswith("m.onnx")
+    assert any("hidden_size 6" in r for r in m.source["read"])
+    assert any("activations" in d for d in m.source["defaulted"])
+    assert len(m.layers) == 1 and m.layers[0].kind == "LSTM" and m.layers[0].peepholes
+    text = m.describe()
+    assert "LSTM" in text and "parameters" in text
+    # the layer drnn built is also usable on its own (batch-first)
+    x = np.ascontiguousarray(feeds["X"].transpose(1, 0, 2))
+    yb, _, _ = m.layers[0]._stack.forward(x, None, None, None, True, None)
+    assert_close(yb.reshape(3, 5, 2, 6).transpose(1, 2, 0, 3), y, TOL, "layer")
+
+
+def test_missing_hidden_size_is_inferred(tmp_path):
+    model, feeds = make_node_model("GRU", 3, 4)
+    attrs = [a for a in model.graph.node[0].attribute if a.name != "hidden_size"]
+    del model.graph.node[0].attribute[:]
+    model.graph.node[0].attribute.extend(attrs)
+    m = load_onnx(_save(model, tmp_path))
+    assert any("hidden_size=4" in s for s in m.source["inferred"])
+    assert m.predict(feeds["X"]).shape == (5, 1, 3, 4)
+
+
+def test_inconsistent_hidden_size(tmp_path):
+    model, _ = make_node_model("LSTM", 3, 4)
+    for a in model.graph.node[0].attribute:
+        if a.name == "hidden_size":
+            a.i = 5
+    with pytest.raises(ShapeError, match="hidden_size"):
+        load_onnx(_save(model, tmp_path))
+
+
+def _glue_graph(opset):
+    """Glue operators with their opset-dependent forms, around one GRU."""
+    I = lambda name, v: onnx.numpy_helper.from_array(np.asarray(v), name)  # noqa: E731
+    inits = [I("i0", np.array([0], np.int64)), I("i1", np.array([1], np.int64)),
+             I("neg", np.array([-1], np.int64)), I("big", np.array([2 ** 62], np.int64)),
+             I("nbig", np.array([-2 ** 62], np.int64)),
+             I("W", np.random.default_rng(7).uniform(-.5, .5, (1, 12, 4)).astype(np.float32)),
+             I("R", np.random.default_rng(8).uniform(-.5, .5, (1, 12, 4)).astype(np.float32)),
+             I("two", np.array(2.0, np.float32)), I("sh", np.array([0, -1], np.int64)),
+             I("lo", np.array(-0.5, np.float32)), I("hi", np.array(0.5, np.float32)),
+             I("split", np.array([1, 3], np.int64))]
+    new = opset >= 13
+    ax = (lambda n, name, axes: oh.make_node(n, [name[0], name[2]], [name[1]])) if new else \
+        (lambda n, name, axes: oh.make_node(n, [name[0]], [name[1]], axes=axes))
+    nodes = [
+        oh.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),            # (T, N, 4)
+        oh.make_node("GRU", ["xt", "W", "R"], ["y", "h"], hidden_size=4, linear_before_reset=1),
+        ax("Squeeze", ("y", "ys", "i1"), [1]),                                # (T, N, 4)
+        oh.make_node("Slice", ["ys", "big", "nbig", "i0", "neg"], ["rev"]) if opset >= 10 else
+        oh.make_node("Identity", ["ys"], ["rev"]),
+        oh.make_node("Shape", ["rev"], ["shp"]),
+        oh.make_node("Gather", ["shp", "i1"], ["n"]),
+        oh.make_node("ConstantOfShape", ["shp"], ["ones"],
+                     value=onnx.numpy_helper.from_array(np.array([1.5], np.float32))),
+        oh.make_node("Mul", ["rev", "ones"], ["m"]),
+        oh.make_node("Div", ["m", "two"], ["d"]),
+        oh.make_node("Sub", ["d", "ys"], ["sb"]),
+        (oh.make_node("Clip", ["sb", "lo", "hi"], ["cl"]) if opset >= 11 else
+         oh.make_node("Clip", ["sb"], ["cl"], min=-0.5, max=0.5)),
+        (oh.make_node("Split", ["cl", "split"], ["s0", "s1"], axis=2) if new else
+         oh.make_node("Split", ["cl"], ["s0", "s1"], axis=2, split=[1, 3])),
+        oh.make_node("Concat", ["s1", "s0"], ["cc"], axis=-1),
+        oh.make_node("Reshape", ["cc", "sh"], ["rs"]),
+        oh.make_node("Flatten", ["cc"], ["fl"], axis=1),
+        oh.make_node("Softmax", ["fl"], ["sm"], axis=1),
+        oh.make_node("LogSoftmax", ["cc"], ["lsm"], axis=1),
+        ax("Unsqueeze", ("h", "hu", "i0"), [0]),
+        ax("ReduceSum", ("lsm", "rsum", "neg"), [-1]),
+        oh.make_node("Cast", ["n"], ["nf"], to=TensorProto.FLOAT),
+        oh.make_node("Expand", ["nf", "shp"], ["ex"]),
+        oh.make_node("Add", ["ex", "rev"], ["z"]),
+        oh.make_node("Tanh", ["z"], ["t"]),
+        oh.make_node("Sigmoid", ["t"], ["sg"]),
+        oh.make_node("Relu", ["sb"], ["rl"]),
+    ]
+    outs = ["sm", "rs", "hu", "rsum", "sg", "rl"]
+    graph = oh.make_graph(nodes, "glue", [oh.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                    [2, 5, 4])],
+                          [oh.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs],
+                          initializer=inits)
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", opset)])
+    model.ir_version = 7
+    return model
+
+
+@pytest.mark.parametrize("opset", [9, 11, 13, 17])
+def test_glue_ops_vs_onnxruntime(opset, tmp_path):
+    model = _glue_graph(opset)
+    x = np.random.default_rng(0).standard_normal((2, 5, 4)).astype(np.float32)
+    expected = _ort_run(model, {"x": x})
+    m = load_onnx(_save(model, tmp_path))
+    got = m.run({"x": x})
+    for name, e in expected.items():
+        assert_close(got[name], e, TOL, f"opset {opset} {name}")
+    assert_close(m.predict(x), expected["sm"], TOL, "predict")
+
+
+# --------------------------------------------------------------------------
+# 3. torch.onnx.export'ed stacks vs ONNX Runtime
+# --------------------------------------------------------------------------
+
+def _torch_models():
+    torch = helpers.import_torch() if _CI else pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Head(nn.Module):
+        def __init__(self, rnn, out, last=False, act=None, softmax=False):
+            super().__init__()
+            self.rnn, self.last, self.softmax = rnn, last, softmax
+            D = 2 if rnn.bidirectional else 1
+            layers = [nn.Linear(D * rnn.hidden_size, out)]
+            if act is not None:
+                layers += [act, nn.Linear(out, out)]
+            self.head = nn.Sequential(*layers)
+
+        def forward(self, x):
+            y, _ = self.rnn(x)
+            if self.last:
+                y = y[:, -1]
+            y = self.head(y)
+            return torch.softmax(y, -1) if self.softmax else y
+
+    class Embed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(20, 6)
+            self.rnn = nn.LSTM(6, 8, num_layers=2, batch_first=True, bidirectional=True)
+            self.fc = nn.Linear(16, 3)
+
+        def forward(self, ids):
+            y, _ = self.rnn(self.emb(ids))
+            return self.fc(y)
+
+    class TimeMajor(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.GRU(5, 7, num_layers=2)
+            self.fc = nn.Linear(7, 2)
+
+        def forward(self, x):                      # (T, B, F)
+            y, h = self.rnn(x)
+            return torch.tanh(self.fc(h[-1]))
+
+    torch.manual_seed(0)
+    return torch, {
+        "lstm_bi_2layer_linear": Head(nn.LSTM(5, 8, 2, batch_first=True, bidirectional=True), 3),
+        "gru_bi_2layer_mlp": Head(nn.GRU(5, 8, 2, batch_first=True, bidirectional=True), 4,
+                                  act=nn.ReLU()),
+        "rnn_relu_2layer_last_softmax": Head(nn.RNN(5, 8, 2, nonlinearity="relu",
+                                                    batch_first=True), 3, last=True,
+                                             softmax=True),
+        "rnn_tanh_bi_tanh_head": Head(nn.RNN(5, 6, 1, batch_first=True, bidirectional=True), 3,
+                                      act=nn.Tanh()),
+        "lstm_last_sigmoid": Head(nn.LSTM(5, 8, 1, batch_first=True), 2, last=True,
+                                  act=nn.Sigmoid()),
+        "embedding_lstm_linear": Embed(),
+        "gru_time_major_final_state": TimeMajor(),
+    }
+
+
+TORCH_NAMES = ["lstm_bi_2layer_linear", "gru_bi_2layer_mlp", "rnn_relu_2layer_last_softmax",
+               "rnn_tanh_bi_tanh_head", "lstm_last_sigmoid", "embedding_lstm_linear",
+               "gru_time_major_final_state"]
+
+
+@pytest.fixture(scope="module")
+def torch_models():
+    return _torch_models()
+
+
+def _export(torch, module, x, path, opset=17, dynamic=True):
+    kw = {}
+    if dynamic:
+        kw["dynamic_axes"] = {"x": {0: "a", 1: "b"}, "y": {0: "a"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (torch.as_tensor(x),), path, input_names=["x"],
+                          output_names=["y"], opset_version=opset, dynamo=False, **kw)
+
+
+@pytest.mark.parametrize("opset,dynamic", [(17, True), (17, False), (11, True)],
+                         ids=["opset17-dynamic", "opset17-static", "opset11-dynamic"])
+@pytest.mark.parametrize("name", TORCH_NAMES)
+def test_torch_export_vs_onnxruntime(name, opset, dynamic, torch_models, tmp_path):
+    torch, models = torch_models
+    module = models[name]
+    rng = np.random.default_rng(1)
+    if name == "embedding_lstm_linear":
+        x = rng.integers(0, 20, (3, 7)).astype(np.int64)
+    elif name == "gru_time_major_final_state":
+        x = rng.standard_normal((7, 3, 5)).astype(np.float32)
+    else:
+        x = rng.standard_normal((3, 7, 5)).astype(np.float32)
+    path = str(tmp_path / f"{name}.onnx")
+    _export(torch, module, x, path, opset, dynamic)
+    model = onnx.load(path)
+    m = load_onnx(path)
+    assert m.recurrent_layers
+    assert m.num_parameters == sum(p.numel() for p in module.parameters())
+    with torch.no_grad():
+        y_torch = module(torch.as_tensor(x)).numpy()
+    for xx in ([x] if not dynamic else [x, x[:2, :4] if x.ndim == 2 or
+                                         name != "gru_time_major_final_state" else x[:4, :2]]):
+        xx = np.ascontiguousarray(xx)
+        y_ort = _ort_run(model, {"x": xx})["y"]
+        y = m.predict(xx)
+        assert y.shape == y_ort.shape
+        assert float(np.max(np.abs(y - y_ort))) <= TOL, name
+    assert float(np.max(np.abs(m.predict(x) - y_torch))) <= TOL
+
+
+# --------------------------------------------------------------------------
+# 4. committed fixtures (no ORT, no torch)
+# --------------------------------------------------------------------------
+
+FIXTURES = sorted(glob.glob(os.path.join(FIXTURE_DIR, "*.onnx")))
+
+
+def test_fixtures_present_and_small():
+    names = {os.path.basename(p) for p in FIXTURES}
+    assert len(names) >= 3, f"run scripts/make_onnx_fixtures.py (found {sorted(names)})"
+    total = sum(os.path.getsize(p) for p in glob.glob(os.path.join(FIXTURE_DIR, "*")))
+    assert total < 150 * 1024
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[os.path.basename(p) for p in FIXTURES])
+def test_fixture(path):
+    with np.load(path[:-len(".onnx")] + ".npz", allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
+    m = load_onnx(path)
+    feeds = {k[3:]: v for k, v in data.items() if k.startswith("in_")}
+    expected = {k[4:]: v for k, v in data.items() if k.startswith("out_")}
+    got = m.run(feeds)
+    for name, e in expected.items():
+        assert_close(got[name], e, TOL, f"{os.path.basename(path)} {name}")
+    if len(feeds) == 1:
+        first = m.output_names[0]
+        assert_close(m.predict(next(iter(feeds.values()))), expected[first], TOL, "predict")
+
+
+# --------------------------------------------------------------------------
+# 5. broken, hostile and unsupported files
+# --------------------------------------------------------------------------
+
+def _good_bytes():
+    model, _ = make_node_model("LSTM", 3, 4)
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("content", ["empty", "truncated", "random", "text", "no_graph"])
+def test_broken_file(content, tmp_path):
+    path = tmp_path / f"{content}.onnx"
+    if content == "empty":
+        data = b""
+    elif content == "truncated":
+        data = _good_bytes()[:-37]
+    elif content == "random":
+        data = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    elif content == "text":
+        data = b"this is not an onnx model\n" * 10
+    else:
+        data = onnx.ModelProto(ir_version=8).SerializeToString()
+    path.write_bytes(data)
+    with pytest.raises(FormatError) as exc:
+        load_onnx(str(path))
+    assert str(path) in str(exc.value)
+
+
+def test_unsupported_op_named(tmp_path):
+    nodes = [oh.make_node("Relu", ["x"], ["a"]), oh.make_node("Conv", ["a", "w"], ["y"])]
+    graph = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[onnx.numpy_helper.from_array(
+                              np.zeros((1, 1, 1), np.float32), "w")])
+    path = _save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), tmp_path)
+    with pytest.raises(UnsupportedError) as exc:
+        load_onnx(path)
+    assert "Conv" in str(exc.value) and path in str(exc.value)
+
+
+def test_custom_domain_and_control_flow_refused(tmp_path):
+    node = oh.make_node("FusedLSTM", ["x"], ["y"], domain="com.example")
+    graph = oh.make_graph([node], "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = _save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17),
+                                                     oh.make_opsetid("com.example", 1)]), tmp_path)
+    with pytest.raises(UnsupportedError, match="com.example.FusedLSTM"):
+        load_onnx(path)
+
+
+def test_undefined_input_and_bad_shapes(tmp_path):
+    node = oh.make_node("Relu", ["nowhere"], ["y"])
+    graph = oh.make_graph([node], "g", [oh.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                          [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = _save(oh.make_model(graph), tmp_path, "undef.onnx")
+    with pytest.raises(FormatError, match="nowhere"):
+        load_onnx(path)
+    model, feeds = make_node_model("LSTM", 3, 4)
+    model.graph.initializer[1].CopyFrom(onnx.numpy_helper.from_array(
+        np.zeros((1, 16, 5), np.float32), "R"))
+    with pytest.raises(ShapeError, match="R"):
+        load_onnx(_save(model, tmp_path, "badshape.onnx"))
+    model, feeds = make_node_model("LSTM", 3, 4)
+    m = load_onnx(_save(model, tmp_path, "ok.onnx"))
+    with pytest.raises(ShapeError, match="features"):
+        m.predict(np.zeros((5, 3, 7), np.float32))
+
+
+def test_huge_constant_refused(tmp_path):
+    shape = onnx.numpy_helper.from_array(np.array([1 << 20, 1 << 20], np.int64), "s")
+    node = oh.make_node("ConstantOfShape", ["s"], ["y"])
+    graph = oh.make_graph([node], "g", [], [oh.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                                      None)], initializer=[shape])
+    with pytest.raises(ShapeError, match="refusing"):
+        load_onnx(_save(oh.make_model(graph), tmp_path))
+
+
+def test_pickle_and_threads(tmp_path):
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+    model, feeds = make_node_model("GRU", 3, 4, direction="bidirectional", B=2)
+    m = load_onnx(_save(model, tmp_path))
+    y = m.predict(feeds["X"])
+    m2 = pickle.loads(pickle.dumps(m))
+    assert_close(m2.predict(feeds["X"]), y, 0.0)
+    with ThreadPoolExecutor(2) as ex:
+        for r in ex.map(lambda _: m.predict(feeds["X"], num_threads=1), range(4)):
+            assert_close(r, y, 0.0)
+
+
+def test_initializers_read_only(tmp_path):
+    model, feeds = make_node_model("GRU", 3, 4)
+    m = load_onnx(_save(model, tmp_path))
+    assert all(not v.flags.writeable for v in m._consts.values())
+
+
+def test_missing_onnx_package_message(monkeypatch):
+    import builtins
+    import drnn.io.onnx as mod
+    real = builtins.__import__
+
+    def fake(name, *a, **k):
+        if name == "onnx" or name.startswith("onnx."):
+            raise ImportError("No module named 'onnx'")
+        return real(name, *a, **k)
+    monkeypatch.setattr(builtins, "__import__", fake)
+    with pytest.raises(UnsupportedError, match=r"pip install drnn\[onnx\]"):
+        mod.load_onnx("whatever.onnx")
