@@ -77,7 +77,9 @@ def load(path, *, architecture=None, **options):
     config for the last.  Other keyword options go to the format's reader:
     for PyTorch state_dicts ``nonlinearity`` ("tanh"), ``return_sequences``
     (True) and ``dense_activations`` (None: identity) say what a state_dict
-    cannot.
+    cannot; for Keras files ``ignore_masking`` (False) loads a model with
+    Masking / mask_zero without it (exact for right-padded input run with
+    ``lengths=``).
     """
     path = os.fspath(path)
     fmt = detect_format(path)
@@ -93,8 +95,7 @@ def load(path, *, architecture=None, **options):
         return load_pt(path, **options)
     if fmt == "keras":
         from .keras import load_keras
-        _no_options(path, fmt, options)
-        return load_keras(path, architecture=architecture)
+        return load_keras(path, architecture=architecture, **options)
     from .onnx import load_onnx
     _no_options(path, fmt, options)
     if architecture is not None:
