@@ -134,8 +134,8 @@ void drnn_parallel(int nthreads, drnn_task_fn fn, drnn_prepare_fn prepare, void 
     pthread_cond_broadcast(&wake);
     pthread_mutex_unlock(&lock);
     fn(ctx, 0, nthreads);
-    while (atomic_load_explicit(&pending, memory_order_acquire) > 0)
-        CPU_RELAX();
+    for (unsigned spins = 0; atomic_load_explicit(&pending, memory_order_acquire) > 0;)
+        if (++spins > 2048) sched_yield(); else CPU_RELAX();
     pthread_mutex_unlock(&busy);
 }
 
@@ -163,7 +163,7 @@ void drnn_barrier_wait(drnn_barrier *b)
     unsigned spins = 0;
     while (atomic_load_explicit(&b->phase, memory_order_acquire) == phase) {
         CPU_RELAX();
-        if (++spins > (1u << 20)) sched_yield();   /* oversubscribed: let others run */
+        if (++spins > 2048) sched_yield();   /* ~50 us: the partner may be descheduled; let it run */
     }
 }
 

@@ -32,6 +32,7 @@
  * All scratch comes from the caller's workspace, laid out by plan_workspace()
  * for both the size query and the run.
  */
+#include <sched.h>
 #include <string.h>
 #include "act.h"
 #include "internal.h"
@@ -407,8 +408,8 @@ static void project_chunks(run_ctx *r, int l, int tid, int n)
 
 static void wait_chunk(const run_ctx *r, int l, int64_t c)
 {
-    while (atomic_load_explicit(&r->chunk_done[c], memory_order_acquire) < l + 1)
-        drnn_cpu_relax();
+    for (unsigned spins = 0; atomic_load_explicit(&r->chunk_done[c], memory_order_acquire) < l + 1;)
+        if (++spins > 2048) sched_yield(); else drnn_cpu_relax();
 }
 
 /* 2.+3. One direction of layer l on a team of tn threads (this is tt);
