@@ -63,8 +63,12 @@ DRNN_INLINE void cell_sums(const drnn_step_args *a, const int phase, const int N
             }
         return;
     }
-    for (int64_t jb = jb0; jb < jb1;) {
-        const int nblk = jb1 - jb >= BLK1 ? BLK1 : 1;
+    /* Groups of blocks run in either order (each output's sum is the same):
+     * alternate steps reverse it so that a step starts on the weights the
+     * last one touched, still in L1 when the whole stream does not fit. */
+    for (int64_t done = 0; done < jb1 - jb0;) {
+        const int nblk = jb1 - jb0 - done >= BLK1 ? BLK1 : 1;
+        const int64_t jb = a->reverse_blocks ? jb1 - done - nblk : jb0 + done;
         const float *wb = w + jb * NG * K * VW;
         int64_t r = r0;
         for (; r + RMAX <= r1; r += RMAX)
@@ -81,7 +85,7 @@ DRNN_INLINE void cell_sums(const drnn_step_args *a, const int phase, const int N
                 finish(a, phase, r, jb, acc);
             }
         }
-        jb += nblk;
+        done += nblk;
     }
 }
 

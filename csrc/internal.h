@@ -59,6 +59,7 @@ typedef struct {
     float *h_next;               /* (rows, Hp): the cell's output            */
     float *c;                    /* (rows, Hp) LSTM cell state, in place     */
     float *z, *rh;               /* (rows, Hp) GRU two-phase scratch         */
+    int reverse_blocks;          /* visit the weight blocks last-first       */
 } drnn_step_args;
 
 /* Run `phase` of a step for rows [r0, r1) and unit blocks [jb0, jb1). */

@@ -321,6 +321,7 @@ static void run_step(const run_ctx *r, dir_state *s, drnn_step_args *a, int64_t 
         s->x_rows[i] = s->x_ih + (b * r->T + time_of(r, s, b, st)) * r->Np;
     }
     a->x_ih = s->x_rows;
+    a->reverse_blocks = (int)(st & 1);
     a->h_prev = s->h[st % 2];
     float *h_next = s->h[(st + 1) % 2];
     a->h_next = s->out ? s->out : h_next;
