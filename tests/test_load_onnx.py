@@ -623,3 +623,168 @@ def test_missing_onnx_package_message(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake)
     with pytest.raises(UnsupportedError, match=r"pip install drnn\[onnx\]"):
         mod.load_onnx("whatever.onnx")
+
+
+# --------------------------------------------------------------------------
+# 6. to_drnn / drnn convert: pure stacks become DRNNs, the rest is refused
+# --------------------------------------------------------------------------
+
+def _extra_torch_models(torch):
+    nn = torch.nn
+
+    class Mixed(nn.Module):            # Embedding -> LSTM -> bi-GRU -> MLP -> softmax
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(20, 6)
+            self.lstm = nn.LSTM(6, 7, batch_first=True)
+            self.gru = nn.GRU(7, 5, batch_first=True, bidirectional=True)
+            self.fc1 = nn.Linear(10, 6)
+            self.fc2 = nn.Linear(6, 4)
+
+        def forward(self, ids):
+            y, _ = self.lstm(self.emb(ids))
+            y, _ = self.gru(y)
+            return torch.softmax(self.fc2(torch.relu(self.fc1(y))), -1)
+
+    class TimeMajorSeq(nn.Module):     # time-major in and out, no head
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(5, 6, num_layers=3)
+
+        def forward(self, x):
+            return self.rnn(x)[0]
+
+    class FinalState(nn.Module):       # h_n[-1] of a one-layer GRU, Linear, sigmoid
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.GRU(5, 6, batch_first=True)
+            self.fc = nn.Linear(6, 1)
+
+        def forward(self, x):
+            _, h = self.rnn(x)
+            return torch.sigmoid(self.fc(h[-1]))
+
+    torch.manual_seed(1)
+    return {"mixed_embedding_lstm_bigru_mlp": Mixed(), "lstm_3layer_time_major": TimeMajorSeq(),
+            "gru_final_state_sigmoid": FinalState()}
+
+
+CONVERT_NAMES = TORCH_NAMES + ["mixed_embedding_lstm_bigru_mlp", "lstm_3layer_time_major",
+                               "gru_final_state_sigmoid"]
+TIME_MAJOR = ("gru_time_major_final_state", "lstm_3layer_time_major")
+
+
+@pytest.mark.parametrize("opset,dynamic", [(17, True), (17, False), (11, True)],
+                         ids=["opset17-dynamic", "opset17-static", "opset11-dynamic"])
+@pytest.mark.parametrize("name", CONVERT_NAMES)
+def test_torch_export_converts_to_drnn(name, opset, dynamic, torch_models, tmp_path):
+    """to_drnn() of torch.onnx.export'ed stacks: a DRNN matching the graph (ORT) to 1e-5,
+    batch-first whatever the graph's layout, that survives drnn's own format."""
+    import drnn
+    torch, models = torch_models
+    module = models[name] if name in models else _extra_torch_models(torch)[name]
+    rng = np.random.default_rng(2)
+    tokens = "embedding" in name
+    x = rng.integers(0, 20, (3, 7)).astype(np.int64) if tokens else \
+        rng.standard_normal((3, 7, 5)).astype(np.float32)
+    if name in TIME_MAJOR:
+        x = np.ascontiguousarray(x.transpose(1, 0, 2))
+    path = str(tmp_path / f"{name}.onnx")
+    _export(torch, module, x, path, opset, dynamic)
+    m = load_onnx(path)
+    d = m.to_drnn()
+    assert isinstance(d, drnn.DRNN)
+    assert d.num_parameters == sum(p.numel() for p in module.parameters())
+    assert "drnn convert: yes" in m.describe()
+    xb = np.ascontiguousarray(x.transpose(1, 0, 2)) if name in TIME_MAJOR else x
+    y_ort = _ort_run(onnx.load(path), {"x": x})["y"]
+    y = d.predict(xb)
+    if name == "lstm_3layer_time_major":
+        y = y.transpose(1, 0, 2)
+        assert any("time-major" in r for r in d.source["read"])
+    assert y.shape == y_ort.shape
+    assert float(np.max(np.abs(y - y_ort))) <= TOL, name
+    assert float(np.max(np.abs(y - np.asarray(m.predict(x))))) <= TOL
+    out = str(tmp_path / "out.safetensors")
+    d.save(out)
+    np.testing.assert_array_equal(drnn.load(out).predict(xb), d.predict(xb))
+
+
+def test_convert_fuses_layers_and_keeps_last_step(torch_models, tmp_path):
+    torch, models = torch_models
+    x = np.zeros((3, 7, 5), np.float32)
+    path = str(tmp_path / "m.onnx")
+    _export(torch, models["rnn_relu_2layer_last_softmax"], x, path)
+    d = load_onnx(path).to_drnn()
+    kinds = [(l.kind, getattr(l, "num_layers", None)) for l in d.layers]
+    assert kinds == [("RNN", 2), ("Dense", None)]
+    assert not d.returns_sequences and d.layers[1].activation == "softmax"
+
+
+@pytest.mark.parametrize("kind,direction,opts", [
+    ("LSTM", "bidirectional", {"peep": True, "attrs": {"clip": 2.0}}),
+    ("GRU", "reverse", {"attrs": {"linear_before_reset": 1}}),
+    ("RNN", "forward", {"attrs": {"activations": ["Relu"]}}),
+    ("LSTM", "forward", {"layout": 1, "bias": False}),
+])
+def test_single_node_graph_converts(kind, direction, opts, tmp_path):
+    """A lone LSTM/GRU/RNN node whose Y is the output (T, D, N, H): every attribute carries over."""
+    model, feeds = make_node_model(kind, 4, 5, direction=direction, **opts)
+    m = load_onnx(_save(model, tmp_path))
+    d = m.to_drnn()
+    x = feeds["X"]
+    xb = x if opts.get("layout") else x.transpose(1, 0, 2)
+    y = np.asarray(m.predict(x))
+    B, T = xb.shape[:2]
+    y = y.reshape(B, T, -1) if opts.get("layout") else y.transpose(2, 0, 1, 3).reshape(B, T, -1)
+    assert float(np.max(np.abs(d.predict(np.ascontiguousarray(xb)) - y))) <= TOL
+
+
+def _refused(path, *words):
+    m = load_onnx(path)
+    with pytest.raises(UnsupportedError) as info:
+        m.to_drnn()
+    msg = str(info.value)
+    assert msg.startswith(str(path)), msg
+    for w in words:
+        assert w in msg, msg
+    assert "drnn convert: no" in m.describe()
+    return msg
+
+
+def test_convert_refusals_name_the_node(tmp_path):
+    # y[:, -1] of a bidirectional GRU (committed fixture): not its final state
+    _refused(os.path.join(FIXTURE_DIR, "torch_embedding_gru_mlp.onnx"), "'/Gather'",
+             "bidirectional")
+    # LogSoftmax head: no drnn Dense activation
+    _refused(os.path.join(FIXTURE_DIR, "helper_gru_rnn_stack_opset11.onnx"), "LogSoftmax")
+    # several graph inputs
+    _refused(os.path.join(FIXTURE_DIR, "helper_lstm_all_options.onnx"), "4 inputs")
+    # Y_c as the output
+    model, _ = make_node_model("LSTM", 3, 4)
+    model.graph.output[0].CopyFrom(model.graph.output[2])
+    del model.graph.output[1:]
+    _refused(_save(model, tmp_path, "yc.onnx"), "Y_c")
+    # a second computed input: Y + X-dependent tensor
+    model, _ = make_node_model("GRU", 3, 3)
+    g = model.graph
+    g.node.append(oh.make_node("Transpose", ["X"], ["Xt"], perm=[0, 1, 2]))
+    g.node.append(oh.make_node("Squeeze", ["Y", "ax"], ["Ys"]))
+    g.node.append(oh.make_node("Add", ["Ys", "Xt"], ["Z"]))
+    g.initializer.append(onnx.numpy_helper.from_array(np.array([1], np.int64), "ax"))
+    del g.output[:]
+    g.output.append(oh.make_tensor_value_info("Z", TensorProto.FLOAT, None))
+    _refused(_save(model, tmp_path, "add.onnx"), "(Add)", "'Xt'")
+
+
+def test_convert_refuses_nonzero_initial_state(tmp_path):
+    """A constant non-zero initial_h fits the pattern but not the numbers: the probe catches it."""
+    model, feeds = make_node_model("GRU", 3, 4, B=2)
+    g = model.graph
+    g.initializer.append(onnx.numpy_helper.from_array(np.full((1, 2, 4), 0.5, np.float32), "h0"))
+    node = g.node[0]
+    while len(node.input) < 6:
+        node.input.append("")
+    node.input[5] = "h0"
+    msg = _refused(_save(model, tmp_path, "h0.onnx"), "does not reproduce")
+    assert "difference" in msg

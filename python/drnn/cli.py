@@ -93,6 +93,8 @@ def _convert(args):
                                    f"{args.file}: {msg}") from None
     model.save(args.output)
     print(f"wrote {args.output}: {len(model.layers)} layers, {model.num_parameters:,} parameters")
+    for note in (getattr(model, "source", None) or {}).get("converted", []):
+        print(f"  {note}")
     return 0
 
 
