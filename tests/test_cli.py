@@ -72,3 +72,46 @@ def test_help():
     for cmd in ([], ["info"], ["convert"]):
         r = run(*cmd, "--help")
         assert r.returncode == 0 and "usage" in r.stdout
+
+
+def test_convert_refuses_keras_masking_and_says_why(tmp_path):
+    pytest.importorskip("h5py")
+    keras = pytest.importorskip("keras")
+    from keras import layers as L
+    model = keras.Sequential([keras.Input((6, 3)), L.Masking(0.0), L.LSTM(4), L.Dense(2)])
+    src = str(tmp_path / "m.keras")
+    model.save(src)
+    out = str(tmp_path / "out.safetensors")
+    r = run("convert", src, out)
+    assert r.returncode != 0 and "masking" in r.stderr and "Traceback" not in r.stderr
+    assert not os.path.exists(out)
+    r = run("convert", src, out, "--ignore-masking")
+    assert r.returncode == 0, r.stderr
+    x = np.random.default_rng(0).standard_normal((2, 6, 3)).astype(np.float32)
+    np.testing.assert_allclose(drnn.load(out).predict(x), model.predict(x, verbose=0), atol=1e-5)
+    r = run("info", src)
+    assert r.returncode == 0 and "masking: Masking" in r.stdout
+
+
+def test_convert_onnx_stack_and_refusal():
+    pytest.importorskip("onnx")
+    import tempfile
+    fx = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "onnx")
+    src = os.path.join(fx, "torch_lstm_bi_2layer_linear.onnx")
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "out.safetensors")
+        r = run("convert", src, out)
+        assert r.returncode == 0, r.stderr
+        with np.load(os.path.join(fx, "torch_lstm_bi_2layer_linear.npz")) as z:
+            feeds = {k[3:]: z[k] for k in z.files if k.startswith("in_")}
+            expected = [z[k] for k in z.files if k.startswith("out_")][0]
+        x = next(iter(feeds.values()))
+        np.testing.assert_allclose(drnn.load(out).predict(x), expected, atol=1e-5)
+        assert "converted from the ONNX graph" in r.stdout
+        r = run("info", src)
+        assert "drnn convert: yes" in r.stdout
+        bad = os.path.join(fx, "torch_embedding_gru_mlp.onnx")
+        r = run("convert", bad, out + "2.safetensors")
+        assert r.returncode != 0 and "Traceback" not in r.stderr
+        assert "'/Gather'" in r.stderr and "bidirectional" in r.stderr
+        assert not os.path.exists(out + "2.safetensors")

@@ -205,11 +205,24 @@ def test_refusals(tmp_path):
     refused(keras.Sequential([keras.Input(inp), L.GRU(3, go_backwards=True,
                                                        return_sequences=True)]),
             "go_backwards")
-    refused(keras.Sequential([keras.Input(inp), L.Bidirectional(L.GRU(3), merge_mode="mul")]),
-            "'mul'")
-    refused(keras.Sequential([keras.Input(inp), L.Masking(), L.LSTM(3)]), "masking")
-    refused(keras.Sequential([keras.Input((7,)), L.Embedding(9, 3, mask_zero=True), L.LSTM(3)]),
-            "mask_zero")
+    # Keras itself cannot build Bidirectional(merge_mode=None) -> Dense; a hand-edited config can
+    p = tmp_path / "none.keras"
+    keras.Sequential([keras.Input(inp), L.Bidirectional(L.GRU(3, return_sequences=True)),
+                      L.Dense(2)]).save(str(p))
+    with zipfile.ZipFile(p) as zi:
+        members = {n: zi.read(n) for n in zi.namelist()}
+    cfg = json.loads(members["config.json"])
+    cfg["config"]["layers"][1]["config"]["merge_mode"] = None
+    members["config.json"] = json.dumps(cfg).encode()
+    with zipfile.ZipFile(p, "w") as zo:
+        for n, data in members.items():
+            zo.writestr(n, data)
+    with pytest.raises(UnsupportedError, match="merge_mode=None"):
+        load_keras(p)
+    refused(keras.Sequential([keras.Input(inp), L.Dense(4), L.Masking(), L.LSTM(3)]),
+            "Masking layer only as the model's first")
+    refused(keras.Sequential([keras.Input(inp), L.Masking(), L.LSTM(3, return_sequences=True),
+                              L.SpatialDropout1D(0.1), L.LSTM(2)]), "drops the Keras mask")
     refused(keras.Sequential([keras.Input(inp), L.Conv1D(3, 2)]), "Conv1D")
     refused(keras.Sequential([keras.Input(inp), L.LSTM(3, activation="selu")]), "selu")
 
@@ -369,3 +382,245 @@ def test_missing_h5py_message(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake)
     with pytest.raises(ImportError, match=r"pip install drnn\[keras\]"):
         load_keras(os.path.join(FIXTURES, FIXTURE_FILES[0]))
+
+
+# --------------------------------------------------------------------------
+# masking (Masking, Embedding(mask_zero=True)) and merge modes mul / None
+# --------------------------------------------------------------------------
+
+def _mask_pattern(kind, B=5, T=8):
+    """(B, T) bool: True = step kept."""
+    m = np.ones((B, T), bool)
+    if kind == "right":
+        for b, n in enumerate([8, 5, 3, 1, 6]):
+            m[b, n:] = False
+    elif kind == "left":
+        for b, n in enumerate([0, 2, 5, 7, 1]):
+            m[b, :n] = False
+    elif kind == "holes":
+        m[0, [1, 2]] = False
+        m[1, [0, 7]] = False
+        m[2, 3:6] = False
+        m[3, ::2] = False
+        m[4, [6]] = False
+    elif kind == "mixed":          # every kind at once, with fully masked rows
+        m[0, 5:] = False
+        m[1, :3] = False
+        m[2, [1, 4, 5]] = False
+        m[3, :] = False
+        m[4, :] = False
+    return m
+
+
+MASKS = ["right", "left", "holes", "mixed"]
+
+
+def _masked_models():
+    keras = import_keras()
+    from keras import layers as L
+
+    def seq(*ls, shape=(8, 3), mask=True):
+        pre = [L.Masking(0.0)] if mask else []
+        return lambda: keras.Sequential([keras.Input(shape)] + pre + list(ls))
+
+    return {
+        "lstm_seq": seq(L.LSTM(4, return_sequences=True)),
+        "lstm_last": seq(L.LSTM(4)),
+        "gru_seq_dense": seq(L.GRU(4, return_sequences=True), L.Dense(2, activation="tanh")),
+        "gru_before_last": seq(L.GRU(4, reset_after=False), L.Dense(2)),
+        "rnn_seq": seq(L.SimpleRNN(4, return_sequences=True)),
+        "rnn_last": seq(L.SimpleRNN(4, activation="relu")),
+        "stacked_mixed": seq(L.LSTM(5, return_sequences=True), L.Dropout(0.3),
+                             L.Dense(4, activation="relu"), L.GRU(4, return_sequences=True),
+                             L.SimpleRNN(3, return_sequences=True), L.Dense(2)),
+        "stacked_fused_last": seq(L.LSTM(4, return_sequences=True), L.LSTM(4),
+                                  L.Dense(2, activation="softmax")),
+        "zero_output_seq": seq(L.LSTM(4, return_sequences=True, zero_output_for_mask=True),
+                               L.Dense(2)),
+        "zero_output_last": seq(L.GRU(4, zero_output_for_mask=True), L.Dense(2)),
+        "go_backwards_last": seq(L.LSTM(4, go_backwards=True), L.Dense(2)),
+        "bi_concat_seq": seq(L.Bidirectional(L.LSTM(4, return_sequences=True)), L.Dense(2)),
+        "bi_sum_seq": seq(L.Bidirectional(L.GRU(4, return_sequences=True), merge_mode="sum")),
+        "bi_ave_stack": seq(L.Bidirectional(L.GRU(4, return_sequences=True), merge_mode="ave"),
+                            L.Bidirectional(L.LSTM(3, return_sequences=True), merge_mode="ave")),
+        "bi_mul_last": seq(L.Bidirectional(L.SimpleRNN(4), merge_mode="mul"), L.Dense(2)),
+        "bi_mul_seq": seq(L.Bidirectional(L.LSTM(4, return_sequences=True), merge_mode="mul"),
+                          L.Dense(3, activation="sigmoid")),
+        "bi_concat_last": seq(L.Bidirectional(L.GRU(3)), L.Dense(2)),
+        "bi_none_seq": seq(L.Bidirectional(L.LSTM(3, return_sequences=True), merge_mode=None)),
+        "bi_none_last": seq(L.Bidirectional(L.GRU(3), merge_mode=None)),
+        "embedding_stack": seq(L.Embedding(20, 4, mask_zero=True),
+                               L.LSTM(5, return_sequences=True), L.Dropout(0.2),
+                               L.Bidirectional(L.GRU(3, return_sequences=True)),
+                               L.LSTM(4, return_sequences=True),
+                               L.Dense(3, activation="softmax"), shape=(8,), mask=False),
+        "embedding_last": seq(L.Embedding(20, 4, mask_zero=True), L.GRU(5, return_sequences=True),
+                              L.GRU(4), shape=(8,), mask=False),
+    }
+
+
+MASKED_CASES = [
+    "lstm_seq", "lstm_last", "gru_seq_dense", "gru_before_last", "rnn_seq", "rnn_last",
+    "stacked_mixed", "stacked_fused_last", "zero_output_seq", "zero_output_last",
+    "go_backwards_last", "bi_concat_seq", "bi_sum_seq", "bi_ave_stack", "bi_mul_last",
+    "bi_mul_seq", "bi_concat_last", "bi_none_seq", "bi_none_last", "embedding_stack",
+    "embedding_last"]
+
+
+def _masked_input(case, kind):
+    rng = np.random.default_rng(MASKED_CASES.index(case) * 10 + MASKS.index(kind))
+    mask = _mask_pattern(kind)
+    if case.startswith("embedding"):
+        x = rng.integers(1, 20, mask.shape)
+        x[~mask] = 0
+    else:
+        x = rng.standard_normal(mask.shape + (3,)).astype(np.float32)
+        x[~mask] = 0.0
+    return x, mask
+
+
+def _max_err(y, ref):
+    if isinstance(ref, (list, tuple)):
+        assert isinstance(y, tuple) and len(y) == len(ref) == 2
+        return max(_max_err(a, b) for a, b in zip(y, ref))
+    assert y.shape == np.shape(ref)
+    return float(np.max(np.abs(y - np.asarray(ref))))
+
+
+@pytest.mark.parametrize("case", MASKED_CASES)
+def test_masking_matches_keras(case, tmp_path):
+    keras = import_keras()
+    from drnn.io.keras import KerasModel
+    keras.utils.set_random_seed(100 + MASKED_CASES.index(case))
+    model = _masked_models()[case]()
+    exts = (".keras", ".h5") if case in ("stacked_mixed", "bi_none_seq") else (".keras",)
+    for ext in exts:
+        path = tmp_path / f"m{ext}"
+        model.save(str(path))
+        m = load_keras(path)
+        assert isinstance(m, KerasModel)
+        assert any("masking" in r for r in m.source["read"]) or case.startswith("bi_none")
+        for kind in MASKS:
+            x, _ = _masked_input(case, kind)
+            ref = model.predict(x, verbose=0)
+            err = _max_err(m.predict(x), ref)
+            assert err <= 1e-5, (ext, kind, err)
+
+
+def test_masking_nonzero_mask_value_and_no_masked_step(tmp_path):
+    """mask_value is read from the config; a step is masked only when every feature equals it."""
+    keras = import_keras()
+    from keras import layers as L
+    keras.utils.set_random_seed(11)
+    model = keras.Sequential([keras.Input((8, 3)), L.Masking(-1.5),
+                              L.LSTM(4, return_sequences=True), L.Dense(2)])
+    p = tmp_path / "m.keras"
+    model.save(str(p))
+    m = load_keras(p)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 8, 3)).astype(np.float32)
+    x[0, 2] = -1.5            # masked
+    x[1, 3, 0] = -1.5         # one feature only: not masked
+    x[2, 5:] = -1.5
+    for xx in (x, x[:, :, :] + 0):
+        assert _max_err(m.predict(xx), model.predict(xx, verbose=0)) <= 1e-5
+    # no masked step: same numbers as the plain stack
+    y = rng.standard_normal((2, 8, 3)).astype(np.float32)
+    assert _max_err(m.predict(y), model.predict(y, verbose=0)) <= 1e-5
+    np.testing.assert_array_equal(m.predict(y), m.model.predict(y))
+
+
+def test_masking_input_forms_lengths_and_state(tmp_path):
+    """list / single inputs and lengths= on a masked model; final state = last unmasked step."""
+    keras = import_keras()
+    from keras import layers as L
+    keras.utils.set_random_seed(12)
+    model = keras.Sequential([keras.Input((8, 3)), L.Masking(0.0),
+                              L.LSTM(4, return_sequences=True), L.GRU(3, return_sequences=True)])
+    p = tmp_path / "m.keras"
+    model.save(str(p))
+    m = load_keras(p)
+    plain = load_keras(p, ignore_masking=True)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 8, 3)).astype(np.float32)
+    x[0, [2, 3]] = 0.0
+    x[1, :4] = 0.0
+    x[2, 6:] = 0.0
+    lengths = np.array([8, 6, 5])
+    xr = x.copy()
+    for b, n in enumerate(lengths):
+        xr[b, n:] = 0.0
+    ref = np.asarray(model.predict(xr, verbose=0))
+    y = m.predict(x, lengths=lengths)
+    for b, n in enumerate(lengths):
+        assert_close(y[b, :n], ref[b, :n])
+        assert not y[b, n:].any()
+    ys = m.predict([x[b, :n] for b, n in enumerate(lengths)])
+    for b, n in enumerate(lengths):
+        assert_close(ys[b], ref[b, :n])
+    assert_close(m.predict(x[1]), np.asarray(model.predict(x[1:2], verbose=0))[0])
+    # final states: the plain stack run on each row's unmasked steps alone
+    _, states = m.predict(x, return_state=True)
+    for b in range(3):
+        keep = np.any(x[b] != 0, axis=-1)
+        _, st = plain.predict(x[b][keep], return_state=True)
+        assert_close(states[0][0][:, b], st[0][0])       # LSTM h
+        assert_close(states[0][1][:, b], st[0][1])       # LSTM c
+        assert_close(states[1][:, b], st[1])             # GRU h
+    # initial_state goes through; a fully masked row keeps it
+    x[2] = 0.0
+    s0 = [(np.full((1, 3, 4), 0.1, np.float32), np.full((1, 3, 4), -0.2, np.float32)),
+          np.full((1, 3, 3), 0.3, np.float32)]
+    _, st = m.predict(x, initial_state=s0, return_state=True)
+    np.testing.assert_array_equal(st[1][:, 2], s0[1][:, 2])
+    np.testing.assert_array_equal(st[0][1][:, 2], s0[0][1][:, 2])
+
+
+def test_masked_model_cannot_be_saved_or_streamed(tmp_path):
+    keras = import_keras()
+    from keras import layers as L
+    _, UnsupportedError = _errors()
+    model = keras.Sequential([keras.Input((8,)), L.Embedding(9, 3, mask_zero=True), L.LSTM(3)])
+    p = tmp_path / "m.keras"
+    model.save(str(p))
+    m = load_keras(p)
+    with pytest.raises(UnsupportedError, match="masking"):
+        m.save(str(tmp_path / "out.safetensors"))
+    with pytest.raises(UnsupportedError, match="masking"):
+        m.stream()
+    import pickle
+    tok = np.array([[1, 2, 0, 3, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(m)).predict(tok), m.predict(tok))
+    # ignore_masking=True: the plain stack, which can be saved
+    plain = load_keras(p, ignore_masking=True)
+    plain.save(str(tmp_path / "out.safetensors"))
+
+
+@pytest.mark.parametrize("merge", ["mul", None])
+def test_merge_mul_and_none_without_mask(merge, tmp_path):
+    keras = import_keras()
+    from keras import layers as L
+    keras.utils.set_random_seed(13)
+    for rs in (True, False):
+        model = keras.Sequential([keras.Input((7, 4)),
+                                  L.Bidirectional(L.LSTM(4, return_sequences=True),
+                                                  merge_mode="concat"),
+                                  L.Bidirectional(L.GRU(3, return_sequences=rs),
+                                                  merge_mode=merge)])
+        p = tmp_path / "m.keras"
+        model.save(str(p))
+        m = load_keras(p)
+        ref = model.predict(X, verbose=0)
+        assert _max_err(m.predict(X), ref) <= 1e-5
+        if merge == "mul":
+            assert m.layers[-1].merge_mode == "mul" and m.output_size == 3
+            # drnn's own format keeps the merge mode
+            out = tmp_path / "m.safetensors"
+            m.save(str(out))
+            import drnn
+            np.testing.assert_array_equal(drnn.load(str(out)).predict(X), m.predict(X))
+        else:
+            assert m.output_size == 3
+            ys = m.predict([X[0], X[1, :4]])
+            assert isinstance(ys, tuple) and len(ys[0]) == 2
+            assert_close(ys[0][0], np.asarray(ref[0])[0])

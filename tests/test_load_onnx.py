@@ -8,6 +8,10 @@
 3. torch.onnx.export'ed stacks with heads, against ONNX Runtime.
 4. The committed fixtures in tests/fixtures/onnx (no ORT or torch needed).
 5. Broken and unsupported files.
+6. OnnxModel.to_drnn (drnn convert): plain stacks become DRNNs matching ORT;
+   other graphs are refused naming the node.
+7. A tf2onnx-shaped graph of a Keras LSTM model, built by hand with
+   onnx.helper (tf2onnx needs TensorFlow, which is not installed here).
 ORT/torch-dependent tests skip when those are missing, except under CI=true.
 """
 import glob
@@ -623,3 +627,292 @@ def test_missing_onnx_package_message(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake)
     with pytest.raises(UnsupportedError, match=r"pip install drnn\[onnx\]"):
         mod.load_onnx("whatever.onnx")
+
+
+# --------------------------------------------------------------------------
+# 6. to_drnn / drnn convert: pure stacks become DRNNs, the rest is refused
+# --------------------------------------------------------------------------
+
+def _extra_torch_models(torch):
+    nn = torch.nn
+
+    class Mixed(nn.Module):            # Embedding -> LSTM -> bi-GRU -> MLP -> softmax
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(20, 6)
+            self.lstm = nn.LSTM(6, 7, batch_first=True)
+            self.gru = nn.GRU(7, 5, batch_first=True, bidirectional=True)
+            self.fc1 = nn.Linear(10, 6)
+            self.fc2 = nn.Linear(6, 4)
+
+        def forward(self, ids):
+            y, _ = self.lstm(self.emb(ids))
+            y, _ = self.gru(y)
+            return torch.softmax(self.fc2(torch.relu(self.fc1(y))), -1)
+
+    class TimeMajorSeq(nn.Module):     # time-major in and out, no head
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(5, 6, num_layers=3)
+
+        def forward(self, x):
+            return self.rnn(x)[0]
+
+    class FinalState(nn.Module):       # h_n[-1] of a one-layer GRU, Linear, sigmoid
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.GRU(5, 6, batch_first=True)
+            self.fc = nn.Linear(6, 1)
+
+        def forward(self, x):
+            _, h = self.rnn(x)
+            return torch.sigmoid(self.fc(h[-1]))
+
+    torch.manual_seed(1)
+    return {"mixed_embedding_lstm_bigru_mlp": Mixed(), "lstm_3layer_time_major": TimeMajorSeq(),
+            "gru_final_state_sigmoid": FinalState()}
+
+
+CONVERT_NAMES = TORCH_NAMES + ["mixed_embedding_lstm_bigru_mlp", "lstm_3layer_time_major",
+                               "gru_final_state_sigmoid"]
+TIME_MAJOR = ("gru_time_major_final_state", "lstm_3layer_time_major")
+
+
+@pytest.mark.parametrize("opset,dynamic", [(17, True), (17, False), (11, True)],
+                         ids=["opset17-dynamic", "opset17-static", "opset11-dynamic"])
+@pytest.mark.parametrize("name", CONVERT_NAMES)
+def test_torch_export_converts_to_drnn(name, opset, dynamic, torch_models, tmp_path):
+    """to_drnn() of torch.onnx.export'ed stacks: a DRNN matching the graph (ORT) to 1e-5,
+    batch-first whatever the graph's layout, that survives drnn's own format."""
+    import drnn
+    torch, models = torch_models
+    module = models[name] if name in models else _extra_torch_models(torch)[name]
+    rng = np.random.default_rng(2)
+    tokens = "embedding" in name
+    x = rng.integers(0, 20, (3, 7)).astype(np.int64) if tokens else \
+        rng.standard_normal((3, 7, 5)).astype(np.float32)
+    if name in TIME_MAJOR:
+        x = np.ascontiguousarray(x.transpose(1, 0, 2))
+    path = str(tmp_path / f"{name}.onnx")
+    _export(torch, module, x, path, opset, dynamic)
+    m = load_onnx(path)
+    d = m.to_drnn()
+    assert isinstance(d, drnn.DRNN)
+    assert d.num_parameters == sum(p.numel() for p in module.parameters())
+    assert "drnn convert: yes" in m.describe()
+    xb = np.ascontiguousarray(x.transpose(1, 0, 2)) if name in TIME_MAJOR else x
+    y_ort = _ort_run(onnx.load(path), {"x": x})["y"]
+    y = d.predict(xb)
+    if name == "lstm_3layer_time_major":
+        y = y.transpose(1, 0, 2)
+        assert any("time-major" in r for r in d.source["read"])
+    assert y.shape == y_ort.shape
+    assert float(np.max(np.abs(y - y_ort))) <= TOL, name
+    assert float(np.max(np.abs(y - np.asarray(m.predict(x))))) <= TOL
+    out = str(tmp_path / "out.safetensors")
+    d.save(out)
+    np.testing.assert_array_equal(drnn.load(out).predict(xb), d.predict(xb))
+
+
+def test_convert_fuses_layers_and_keeps_last_step(torch_models, tmp_path):
+    torch, models = torch_models
+    x = np.zeros((3, 7, 5), np.float32)
+    path = str(tmp_path / "m.onnx")
+    _export(torch, models["rnn_relu_2layer_last_softmax"], x, path)
+    d = load_onnx(path).to_drnn()
+    kinds = [(l.kind, getattr(l, "num_layers", None)) for l in d.layers]
+    assert kinds == [("RNN", 2), ("Dense", None)]
+    assert not d.returns_sequences and d.layers[1].activation == "softmax"
+
+
+@pytest.mark.parametrize("kind,direction,opts", [
+    ("LSTM", "bidirectional", {"peep": True, "attrs": {"clip": 2.0}}),
+    ("GRU", "reverse", {"attrs": {"linear_before_reset": 1}}),
+    ("RNN", "forward", {"attrs": {"activations": ["Relu"]}}),
+    ("LSTM", "forward", {"layout": 1, "bias": False}),
+])
+def test_single_node_graph_converts(kind, direction, opts, tmp_path):
+    """A lone LSTM/GRU/RNN node whose Y is the output (T, D, N, H): every attribute carries over."""
+    model, feeds = make_node_model(kind, 4, 5, direction=direction, **opts)
+    m = load_onnx(_save(model, tmp_path))
+    d = m.to_drnn()
+    x = feeds["X"]
+    xb = x if opts.get("layout") else x.transpose(1, 0, 2)
+    y = np.asarray(m.predict(x))
+    B, T = xb.shape[:2]
+    y = y.reshape(B, T, -1) if opts.get("layout") else y.transpose(2, 0, 1, 3).reshape(B, T, -1)
+    assert float(np.max(np.abs(d.predict(np.ascontiguousarray(xb)) - y))) <= TOL
+
+
+def _refused(path, *words):
+    m = load_onnx(path)
+    with pytest.raises(UnsupportedError) as info:
+        m.to_drnn()
+    msg = str(info.value)
+    assert msg.startswith(str(path)), msg
+    for w in words:
+        assert w in msg, msg
+    assert "drnn convert: no" in m.describe()
+    return msg
+
+
+def test_convert_refusals_name_the_node(tmp_path):
+    # y[:, -1] of a bidirectional GRU (committed fixture): not its final state
+    _refused(os.path.join(FIXTURE_DIR, "torch_embedding_gru_mlp.onnx"), "'/Gather'",
+             "bidirectional")
+    # LogSoftmax head: no drnn Dense activation
+    _refused(os.path.join(FIXTURE_DIR, "helper_gru_rnn_stack_opset11.onnx"), "LogSoftmax")
+    # several graph inputs
+    _refused(os.path.join(FIXTURE_DIR, "helper_lstm_all_options.onnx"), "4 inputs")
+    # Y_c as the output
+    model, _ = make_node_model("LSTM", 3, 4)
+    model.graph.output[0].CopyFrom(model.graph.output[2])
+    del model.graph.output[1:]
+    _refused(_save(model, tmp_path, "yc.onnx"), "Y_c")
+    # a second computed input: Y + X-dependent tensor
+    model, _ = make_node_model("GRU", 3, 3)
+    g = model.graph
+    g.node.append(oh.make_node("Transpose", ["X"], ["Xt"], perm=[0, 1, 2]))
+    g.node.append(oh.make_node("Squeeze", ["Y", "ax"], ["Ys"]))
+    g.node.append(oh.make_node("Add", ["Ys", "Xt"], ["Z"]))
+    g.initializer.append(onnx.numpy_helper.from_array(np.array([1], np.int64), "ax"))
+    del g.output[:]
+    g.output.append(oh.make_tensor_value_info("Z", TensorProto.FLOAT, None))
+    _refused(_save(model, tmp_path, "add.onnx"), "(Add)", "'Xt'")
+
+
+def test_convert_refuses_nonzero_initial_state(tmp_path):
+    """A constant non-zero initial_h fits the pattern but not the numbers: the probe catches it."""
+    model, feeds = make_node_model("GRU", 3, 4, B=2)
+    g = model.graph
+    g.initializer.append(onnx.numpy_helper.from_array(np.full((1, 2, 4), 0.5, np.float32), "h0"))
+    node = g.node[0]
+    while len(node.input) < 6:
+        node.input.append("")
+    node.input[5] = "h0"
+    msg = _refused(_save(model, tmp_path, "h0.onnx"), "does not reproduce")
+    assert "difference" in msg
+
+
+# --------------------------------------------------------------------------
+# 7. a tf2onnx-shaped graph of a Keras LSTM model, built by hand
+# --------------------------------------------------------------------------
+# tf2onnx is not installable here (it needs TensorFlow).  This graph is built
+# with onnx.helper in the shape tf2onnx's LSTM rewriter (rewriter/
+# lstm_tf2_rewriter.py, lstm_rewriter.py) gives a Keras LSTM: the batch-major
+# input Transposed to time-major; per layer one LSTM node, layout 0, direction
+# forward, W/R/B constants with Keras' gate blocks i f c o reordered to ONNX's
+# i o f c (blocks 0, 3, 1, 2), B = [Keras bias, zeros] (Keras has one bias),
+# activations listed explicitly, initial_h / initial_c = Unsqueeze(axes 0) of
+# zeros computed from the input's shape, Y Squeezed on the num_directions axis;
+# return_sequences=False as the last time step (Slice -1 + Squeeze), and a
+# Dense as MatMul + Add + Softmax.  The weights come from a real Keras 3 model,
+# so the test checks the whole path: drnn's reading of the graph, ORT, Keras.
+
+def _tf2onnx_shaped_keras_lstm(kmodel, T, F, seq_lens=False, opset=13):
+    from onnx import numpy_helper as nh
+    inits, nodes = [], []
+
+    def const(name, value):
+        inits.append(nh.from_array(np.asarray(value), name))
+        return name
+
+    def node(op, ins, outs, **attrs):
+        nodes.append(oh.make_node(op, ins, outs, name=outs[0].split(":")[0], **attrs))
+        return outs[0]
+
+    ifco_to_iofc = [0, 3, 1, 2]
+
+    def reorder(m, H):                   # (rows, 4H) Keras -> (4H, rows) ONNX
+        return np.concatenate([m[:, k * H:(k + 1) * H] for k in ifco_to_iofc], axis=1).T
+
+    x = "input_1"
+    cur = node("Transpose", [x], ["lstm/transpose:0"], perm=[1, 0, 2])
+    # zeros (batch, H) from the input's shape, as tf2onnx converts Keras' get_initial_state
+    shape = node("Shape", [x], ["lstm/Shape:0"])
+    batch = node("Gather", [shape, const("zero_idx", np.array(0, np.int64))],
+                 ["lstm/strided_slice:0"], axis=0)
+    batch1 = node("Unsqueeze", [batch, const("axes0", np.array([0], np.int64))],
+                  ["lstm/batch:0"])
+    rnn_layers = [l for l in kmodel.layers if l.__class__.__name__ == "LSTM"]
+    dense = [l for l in kmodel.layers if l.__class__.__name__ == "Dense"]
+    for i, layer in enumerate(rnn_layers):
+        kernel, rec, bias = [np.asarray(w) for w in layer.get_weights()]
+        H = rec.shape[0]
+        p = f"lstm_{i}"
+        dims = node("Concat", [batch1, const(f"{p}/units", np.array([H], np.int64))],
+                    [f"{p}/zeros/packed:0"], axis=0)
+        zeros = node("ConstantOfShape", [dims], [f"{p}/zeros:0"],
+                     value=nh.from_array(np.zeros(1, np.float32)))
+        h0 = node("Unsqueeze", [zeros, "axes0"], [f"{p}/h0:0"])
+        c0 = node("Unsqueeze", [zeros, "axes0"], [f"{p}/c0:0"])
+        W = const(f"{p}/W", reorder(kernel, H)[None].astype(np.float32))
+        R = const(f"{p}/R", reorder(rec, H)[None].astype(np.float32))
+        B = const(f"{p}/B", np.concatenate([reorder(bias[None], H).reshape(-1),
+                                            np.zeros(4 * H, np.float32)])[None])
+        lens = ""
+        if seq_lens and i == len(rnn_layers) - 1:
+            T_ = node("Gather", [shape, const("one_idx", np.array(1, np.int64))],
+                      [f"{p}/T:0"], axis=0)
+            lens64 = node("Expand", [T_, batch1], [f"{p}/lens64:0"])
+            lens = node("Cast", [lens64], [f"{p}/sequence_lens:0"], to=TensorProto.INT32)
+        y = node("LSTM", [cur, W, R, B, lens, h0, c0],
+                 [f"{p}/LSTM:0", f"{p}/LSTM:1", f"{p}/LSTM:2"], direction="forward",
+                 hidden_size=H, activations=["Sigmoid", "Tanh", "Tanh"])
+        y = node("Squeeze", [y, const(f"{p}/axes1", np.array([1], np.int64))],
+                 [f"{p}/Squeeze:0"])
+        if layer.return_sequences:
+            cur = y                              # stays time-major for the next layer
+        else:
+            last = node("Slice", [y, const(f"{p}/start", np.array([-1], np.int64)),
+                                  const(f"{p}/end", np.array([2 ** 63 - 1], np.int64)),
+                                  "axes0"], [f"{p}/strided_slice:0"])
+            cur = node("Squeeze", [last, "axes0"], [f"{p}/last:0"])
+    if rnn_layers[-1].return_sequences:
+        cur = node("Transpose", [cur], ["lstm/transpose_1:0"], perm=[1, 0, 2])
+    for j, layer in enumerate(dense):
+        k, b = [np.asarray(w) for w in layer.get_weights()]
+        cur = node("MatMul", [cur, const(f"dense_{j}/kernel", k.astype(np.float32))],
+                   [f"dense_{j}/MatMul:0"])
+        cur = node("Add", [cur, const(f"dense_{j}/bias", b.astype(np.float32))],
+                   [f"dense_{j}/BiasAdd:0"])
+        if layer.get_config()["activation"] == "softmax":
+            cur = node("Softmax", [cur], [f"dense_{j}/Softmax:0"], axis=-1)
+    nodes.append(oh.make_node("Identity", [cur], ["dense"], name="Identity"))
+    graph = oh.make_graph(nodes, "tf2onnx", [oh.make_tensor_value_info(
+        x, TensorProto.FLOAT, ["unk__6", T, F])], [oh.make_tensor_value_info(
+            "dense", TensorProto.FLOAT, ["unk__6", 3] if not kmodel.layers[-2].return_sequences
+            else ["unk__6", T, 3])], initializer=inits)
+    model = oh.make_model(graph, producer_name="tf2onnx-shaped (built by hand)",
+                          opset_imports=[oh.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("variant", ["last_softmax", "sequences", "seq_lens"])
+def test_tf2onnx_shaped_keras_lstm_graph_built_by_hand(variant, tmp_path):
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = __import__("keras") if _CI else pytest.importorskip("keras")
+    from keras import layers as L
+    keras.utils.set_random_seed(5)
+    T, F = 6, 4
+    last = variant != "sequences"
+    kmodel = keras.Sequential([keras.Input((T, F)), L.LSTM(5, return_sequences=True),
+                               L.LSTM(4, return_sequences=not last),
+                               L.Dense(3, activation="softmax" if last else "linear")])
+    model = _tf2onnx_shaped_keras_lstm(kmodel, T, F, seq_lens=variant == "seq_lens")
+    path = _save(model, tmp_path, "tf2onnx_shaped.onnx")
+    x = np.random.default_rng(6).standard_normal((3, T, F)).astype(np.float32)
+    m = load_onnx(path)
+    y = m.predict(x)
+    y_keras = np.asarray(kmodel.predict(x, verbose=0))
+    y_ort = _ort_run(model, {"input_1": x})["dense"]
+    assert y.shape == y_ort.shape == y_keras.shape
+    assert float(np.max(np.abs(y - y_ort))) <= TOL
+    assert float(np.max(np.abs(y - y_keras))) <= TOL
+    # ... and it is a plain stack: drnn convert can write it
+    d = m.to_drnn()
+    assert [l.kind for l in d.layers] == ["LSTM", "LSTM", "Dense"]   # 5 and 4 units: two stacks
+    assert d.returns_sequences == (variant == "sequences")
+    assert float(np.max(np.abs(d.predict(x) - y_keras))) <= TOL

@@ -8,7 +8,7 @@
 
 Options that a file cannot carry (--nonlinearity, --last-step-only,
 --dense-activations for PyTorch state_dicts; --architecture for plain weight
-files) go to the loader.  Each subcommand
+files; --ignore-masking for Keras) go to the loader.  Each subcommand
 reports errors as one line on stderr and a non-zero exit status, never a
 traceback.
 """
@@ -35,6 +35,8 @@ def _load_options(args):
         options["return_sequences"] = False
     if getattr(args, "dense_activations", None):
         options["dense_activations"] = [a.strip() for a in args.dense_activations.split(",")]
+    if getattr(args, "ignore_masking", False):
+        options["ignore_masking"] = True
     if getattr(args, "architecture", None):
         with open(args.architecture, encoding="utf-8") as f:
             options["architecture"] = f.read()
@@ -73,15 +75,26 @@ def _info(args):
 def _convert(args):
     import drnn
     from .errors import UnsupportedError
-    model = drnn.load(args.file, **_load_options(args))
-    if not isinstance(model, drnn.DRNN):
-        raise UnsupportedError(f"{args.file}: this {type(model).__name__} runs graph operations "
-                               "around its recurrent layers that drnn's own format cannot hold; "
-                               "load the original file instead")
     if not args.output.lower().endswith(".safetensors"):
         raise UnsupportedError(f"{args.output}: drnn's format is a .safetensors file")
+    model = drnn.load(args.file, **_load_options(args))
+    if not isinstance(model, drnn.DRNN):
+        # An ONNX graph or a Keras model with masking: to_drnn() gives the
+        # equivalent stack, or raises UnsupportedError saying why there is none.
+        to_drnn = getattr(model, "to_drnn", None)
+        if to_drnn is None:
+            raise UnsupportedError(f"{args.file}: a {type(model).__name__} cannot be written in "
+                                   "drnn's format")
+        try:
+            model = to_drnn()
+        except UnsupportedError as e:
+            msg = str(e)
+            raise UnsupportedError(msg if msg.startswith(args.file) else
+                                   f"{args.file}: {msg}") from None
     model.save(args.output)
     print(f"wrote {args.output}: {len(model.layers)} layers, {model.num_parameters:,} parameters")
+    for note in (getattr(model, "source", None) or {}).get("converted", []):
+        print(f"  {note}")
     return 0
 
 
@@ -321,6 +334,9 @@ def _add_load_options(p):
     p.add_argument("--dense-activations", metavar="A,B,...",
                    help="PyTorch: activation after each Linear layer, in order "
                         "(identity, relu, tanh, sigmoid, softmax)")
+    p.add_argument("--ignore-masking", action="store_true",
+                   help="Keras: load a model with Masking / Embedding(mask_zero=True) as the "
+                        "plain stack, without its masking")
 
 
 def main(argv=None):

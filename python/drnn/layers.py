@@ -234,7 +234,10 @@ class Recurrent(Layer):
     Output: (batch, time, D*H_out) with D = 2 if bidirectional ([forward,
     backward] concatenated) and H_out = proj_size or hidden_size; with
     return_sequences=False, (batch, D*H_out): the last layer's final hidden
-    state of each direction (each sequence's own last step).
+    state of each direction (each sequence's own last step).  A
+    bidirectional layer's ``merge_mode`` (Keras' Bidirectional) may combine
+    the two directions of its last layer instead: "concat" (default), "sum",
+    "ave" or "mul" (elementwise product), which give H_out features.
     """
 
     cell = None          # "rnn" | "lstm" | "gru"
@@ -245,7 +248,7 @@ class Recurrent(Layer):
     def __init__(self, input_size, hidden_size, num_layers=1, *, bidirectional=False,
                  bias=True, reverse=False, return_sequences=True, activations=None,
                  clip=None, proj_size=0, peepholes=False, input_forget=False,
-                 linear_before_reset=True, weights=None, seed=None):
+                 linear_before_reset=True, merge_mode="concat", weights=None, seed=None):
         self.input_size_ = int(input_size)
         self.hidden_size = int(hidden_size)
         self.num_layers = int(num_layers)
@@ -264,6 +267,13 @@ class Recurrent(Layer):
                              f"{self.input_size_}, {self.hidden_size}, {self.num_layers}")
         if self.bidirectional and self.reverse:
             raise UnsupportedError(f"{name}: reverse=True is for a unidirectional layer")
+        self.merge_mode = "concat" if merge_mode is None else str(merge_mode)
+        if self.merge_mode not in _MERGE_MODES:
+            raise UnsupportedError(f"{name}: merge_mode must be one of {', '.join(_MERGE_MODES)}, "
+                                   f"got {merge_mode!r}")
+        if self.merge_mode != "concat" and not self.bidirectional:
+            raise UnsupportedError(f"{name}: merge_mode={self.merge_mode!r} needs "
+                                   "bidirectional=True")
         if self.proj_size < 0 or self.proj_size >= self.hidden_size and self.proj_size:
             raise ShapeError(f"{name}: proj_size must be in [0, hidden_size), got {self.proj_size}")
         if self.clip is not None and not self.clip > 0:
@@ -337,6 +347,8 @@ class Recurrent(Layer):
 
     @property
     def output_size(self):
+        if self.merge_mode != "concat":
+            return self.hidden_out
         return self.num_directions * self.hidden_out
 
     @property
@@ -375,6 +387,8 @@ class Recurrent(Layer):
                        input_forget=self.input_forget)
         if self.cell == "gru":
             cfg["linear_before_reset"] = self.linear_before_reset
+        if self.merge_mode != "concat":
+            cfg["merge_mode"] = self.merge_mode
         return cfg
 
     def params(self):
@@ -384,7 +398,7 @@ class Recurrent(Layer):
         cfg = self.config()
         defaults = {"bidirectional": False, "bias": True, "reverse": False,
                     "return_sequences": True, "clip": None, "proj_size": 0, "peepholes": False,
-                    "input_forget": False, "linear_before_reset": True}
+                    "input_forget": False, "linear_before_reset": True, "merge_mode": "concat"}
         default_acts = [list(a) for d in self._parse_activations(None) for a in d] \
             if self.default_activations else None
         args = [f"{cfg['input_size']}, {cfg['hidden_size']}"]
@@ -410,6 +424,15 @@ class Recurrent(Layer):
             D, L = self.num_directions, self.num_layers
             last = hn[(L - 1) * D:L * D]                   # (D, B, H_out)
             y = np.ascontiguousarray(np.concatenate(list(last), axis=-1))
+        if self.merge_mode != "concat":
+            H = self.hidden_out
+            fwd, bwd = y[..., :H], y[..., H:]
+            if self.merge_mode == "sum":
+                y = fwd + bwd
+            elif self.merge_mode == "ave":
+                y = (fwd + bwd) / np.float32(2)
+            else:
+                y = fwd * bwd
         return y, new_state
 
 
@@ -457,5 +480,7 @@ class GRU(Recurrent):
                 raise UnsupportedError(f"GRU: {opt} is an LSTM option")
         super().__init__(input_size, hidden_size, num_layers, **kw)
 
+
+_MERGE_MODES = ("concat", "sum", "ave", "mul")
 
 _LAYER_TYPES = {cls.kind: cls for cls in (Embedding, Dense, RNN, LSTM, GRU)}

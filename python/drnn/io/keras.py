@@ -27,19 +27,25 @@ How the parts fit:
   bias_hh and linear_before_reset=False.
 * ``_postprocess`` folds Bidirectional merge_mode sum/ave into the next
   linear map (or appends an exact merging Dense), and fuses consecutive
-  identical recurrent layers into one multi-layer drnn stack.
+  identical recurrent layers into one multi-layer drnn stack; merge_mode mul
+  is the drnn layer's own ``merge_mode="mul"``.
+* ``_build`` returns that DRNN, or -- when the model masks (a leading
+  Masking layer, Embedding(mask_zero=True)) or ends in a Bidirectional with
+  merge_mode=None -- a ``KerasModel`` wrapping it, which computes the mask
+  from the input and runs each row's unmasked steps packed (see its
+  docstring for Keras' rules at masked steps), or returns the pair of
+  outputs.  The DRNN itself stays framework-neutral.
 
 Nothing in a file is ever executed: a Lambda layer or any config holding
 code ("function" fields) is refused.  Keras and TensorFlow are never imported.
 
 Refused with UnsupportedError (the message says why):
-  * masking (a Masking layer, Embedding(mask_zero=True)) unless the caller
-    passes ``ignore_masking=True`` -- Keras skips masked steps wherever they
-    are in the input (state kept, previous output repeated), which a model
-    built once cannot reproduce from the input alone;
+  * a Masking layer anywhere but first, a layer that drops the mask
+    (SpatialDropout*) between masked recurrent layers;
   * go_backwards=True with return_sequences=True outside Bidirectional
     (Keras returns that sequence in processing, i.e. reversed, order);
-  * Bidirectional merge_mode "mul" and None;
+  * Bidirectional merge_mode None anywhere but as the last layer (Keras
+    hands the next layer a pair of tensors);
   * return_state, stateful time_major, nested models, branching graphs,
     unknown layers and activations drnn cannot compute exactly.
 """
@@ -53,7 +59,7 @@ import numpy as np
 
 from ..errors import DrnnError, FormatError, ShapeError, UnsupportedError
 
-__all__ = ["load_keras"]
+__all__ = ["load_keras", "KerasModel"]
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -79,7 +85,7 @@ def _import_h5py():
 
 
 def load_keras(path, *, architecture=None, ignore_masking=False):
-    """Load a Keras model file as a drnn.DRNN.
+    """Load a Keras model file as a drnn.DRNN (or a KerasModel wrapping one).
 
     path: a Keras 3 ``.keras`` archive, a legacy ``.h5`` written by
     ``model.save``, or a weights-only HDF5 file (Keras 3 ``.weights.h5`` or
@@ -87,14 +93,16 @@ def load_keras(path, *, architecture=None, ignore_masking=False):
     architecture: a Keras model config (dict, or JSON string as from
     ``model.to_json()``); required for weights-only files, and overrides the
     config stored in a full file.
-    ignore_masking: masking (Masking layer, Embedding mask_zero=True) is
-    refused by default because Keras' skip-masked-steps semantics cannot be
-    reproduced exactly; True drops it (recorded in ``model.source["masking"]``):
-    results then equal Keras' for inputs with no masked step, and for
-    right-padded batches run with ``predict(lengths=...)`` the final states
-    (return_sequences=False) equal Keras' too.
+    ignore_masking: a model with masking (a Masking layer, Embedding
+    mask_zero=True) loads as a KerasModel that reproduces Keras' masking
+    exactly; True drops the masking instead and returns the plain DRNN
+    (recorded in ``model.source["masking"]``): results then equal Keras' for
+    inputs with no masked step, and for right-padded batches run with
+    ``predict(lengths=...)`` the final states (return_sequences=False) too.
 
-    Returns a DRNN whose ``source`` says what was read, inferred and defaulted.
+    Returns a DRNN -- or a KerasModel (masking, merge_mode=None) whose
+    ``.model`` is one -- whose ``source`` says what was read, inferred and
+    defaulted.
     Raises FormatError for broken files, UnsupportedError for models drnn
     cannot run exactly, ImportError when h5py is missing.
     """
@@ -675,6 +683,9 @@ def _build(path, src, ignore_masking):
     masking = []
     size = None       # features flowing into the next layer (None: unknown yet)
     seq = True
+    mask_on = False   # does a Keras mask reach the current layer?
+    mask_cut = None   # the mask-destroying layer after a masked recurrent layer
+    split = None      # Bidirectional merge_mode=None: the layer whose output is a pair
     for i, lc in enumerate(chain):
         if not isinstance(lc, dict) or not isinstance(lc.get("class_name"), str):
             raise FormatError(f"layer {i}: malformed layer config")
@@ -688,7 +699,17 @@ def _build(path, src, ignore_masking):
             raise UnsupportedError(f"{where}: layer type {cls!r} is not supported (drnn reads "
                                    f"{', '.join(sorted(_KNOWN))})")
         auto = W.assign(cls)
+        if split is not None and cls not in _IGNORED:
+            raise UnsupportedError(f"layer {split!r}: Bidirectional merge_mode=None returns two "
+                                   f"tensors, which {where} cannot take; drnn reads it only as "
+                                   "the model's last layer")
         if cls in _IGNORED:
+            if cls.startswith("SpatialDropout") and mask_on:
+                # Keras: these layers do not support masking and drop the mask.
+                mask_on = False
+                if any(sp.get("masked") for sp in specs):
+                    mask_cut = where
+                ctx.read.append(f"{where}: drops the Keras mask (it does not support masking)")
             if cls == "InputLayer":
                 shp = c.get("batch_shape") or c.get("batch_input_shape")
                 if isinstance(shp, list) and shp and isinstance(shp[-1], int) and len(shp) == 3:
@@ -698,8 +719,14 @@ def _build(path, src, ignore_masking):
                 ctx.read.append(f"{where}: ignored at inference")
             continue
         if cls == "Masking":
-            masking.append({"layer": name, "type": "Masking",
-                            "mask_value": c.get("mask_value", 0.0)})
+            mv = c.get("mask_value", 0.0)
+            if specs or masking:
+                raise UnsupportedError(f"{where}: drnn reads a Masking layer only as the model's "
+                                       "first layer (it computes the mask from the input)")
+            if isinstance(mv, bool) or not isinstance(mv, (int, float)):
+                raise UnsupportedError(f"{where}: mask_value {mv!r} is not a number")
+            masking.append({"layer": name, "type": "Masking", "mask_value": float(mv)})
+            mask_on = True
             continue
         if cls == "Embedding":
             if specs:
@@ -707,8 +734,12 @@ def _build(path, src, ignore_masking):
             n, d = int(c["input_dim"]), int(c["output_dim"])
             items = W.layer(name, auto, ["embeddings"])
             emb = _array(items["embeddings"], (n, d), where)
+            if masking:
+                raise UnsupportedError(f"{where}: an Embedding after a Masking layer is not "
+                                       "supported")
             if c.get("mask_zero"):
                 masking.append({"layer": name, "type": "Embedding mask_zero"})
+                mask_on = True
             specs.append({"kind": "Embedding", "name": name,
                           "kwargs": {"num_embeddings": n, "embedding_dim": d},
                           "weights": {"weight": emb}})
@@ -765,9 +796,11 @@ def _build(path, src, ignore_masking):
                 raise UnsupportedError(f"{where}: a forward layer with go_backwards=True inside "
                                        "Bidirectional is not supported")
             merge = c.get("merge_mode", "concat")
-            if merge not in ("concat", "sum", "ave"):
+            if merge not in ("concat", "sum", "ave", "mul", None):
                 raise UnsupportedError(f"{where}: Bidirectional merge_mode {merge!r} is not "
-                                       "supported (drnn supports concat, sum and ave)")
+                                       "supported (drnn supports concat, sum, ave, mul and None)")
+            if merge is None:
+                split = name
             confs = [(fc, "forward_layer"), (bc, "backward_layer")]
         else:
             rcls, fc, merge = cls, c, None
@@ -775,6 +808,9 @@ def _build(path, src, ignore_masking):
         kind, G, _ = _RECURRENT[rcls]
         for cc, _sub in confs:
             _check_rnn_options(cc, where)
+        if mask_cut is not None:
+            raise UnsupportedError(f"{mask_cut} drops the Keras mask between masked recurrent "
+                                   f"layers and {where}; drnn does not run that")
         rs = bool(fc.get("return_sequences", False))
         if bidir and bool(confs[1][0].get("return_sequences", rs)) != rs:
             raise UnsupportedError(f"{where}: forward and backward return_sequences differ")
@@ -814,8 +850,14 @@ def _build(path, src, ignore_masking):
         kwargs = dict(input_size=size, hidden_size=u, bidirectional=bidir, bias=ub,
                       reverse=go_back, return_sequences=rs, activations=[list(a) for a in acts],
                       **extra_seen[0])
+        if merge == "mul":
+            kwargs["merge_mode"] = "mul"
+        # Keras' output at a masked step: zeros when zero_output_for_mask (which
+        # Bidirectional forces to return_sequences), else the previous output.
+        zero_out = rs if bidir else bool(fc.get("zero_output_for_mask", False))
         specs.append({"kind": kind, "name": name, "kwargs": kwargs, "weights": weights,
-                      "merge": merge if merge in ("sum", "ave") else None})
+                      "merge": merge if merge in ("sum", "ave") else None,
+                      "masked": mask_on, "zero_output": zero_out})
         desc = (f"{where}: {rcls} units={u}, use_bias={ub}, return_sequences={rs}"
                 + (f", go_backwards=True" if go_back else "")
                 + (f", merge_mode={merge}" if bidir else "")
@@ -823,19 +865,14 @@ def _build(path, src, ignore_masking):
         if "linear_before_reset" in extra_seen[0]:
             desc += f", reset_after={extra_seen[0]['linear_before_reset']}"
         ctx.read.append(desc)
-        size = (2 if bidir and merge == "concat" else 1) * u
+        size = (2 if bidir and merge in ("concat", None) else 1) * u
         seq = rs
+        if not rs:
+            mask_on = False          # Keras: no mask after the last step is taken
     if not specs:
         raise UnsupportedError("the model has no layer drnn can run")
     if not any(s["kind"] in ("RNN", "LSTM", "GRU") for s in specs):
         ctx.inferred.append("the model has no recurrent layer")
-    if masking and not ignore_masking:
-        what = ", ".join(f"{m['type']} ({m['layer']!r})" for m in masking)
-        raise UnsupportedError(
-            f"the model uses masking: {what}. Keras skips masked steps wherever they occur "
-            "(state kept, previous output repeated), which drnn cannot reproduce exactly; pass "
-            "ignore_masking=True to load without it (then give right-padded batches "
-            "lengths= to predict; outputs at padded steps differ from Keras')")
     specs = _postprocess(specs, ctx)
     layers = []
     for s in specs:
@@ -848,14 +885,50 @@ def _build(path, src, ignore_masking):
         model = DRNN(layers)
     except ShapeError as e:
         raise FormatError(str(e)) from None
-    model.source = {"format": src.format, "file": path, "keras_version": src.version,
-                    "read": src.read + ctx.read, "inferred": ctx.inferred,
-                    "defaulted": ctx.defaulted}
+    source = {"format": src.format, "file": path, "keras_version": src.version,
+              "read": src.read + ctx.read, "inferred": ctx.inferred,
+              "defaulted": ctx.defaulted}
+    model.source = source
     if masking:
-        model.source["masking"] = masking
-        model.source["defaulted"].append("masking ignored (ignore_masking=True): "
-                                         + ", ".join(m["layer"] for m in masking))
-    return model
+        source["masking"] = masking
+        if ignore_masking:
+            source["defaulted"].append("masking ignored (ignore_masking=True): "
+                                       + ", ".join(m["layer"] for m in masking))
+            masking = []
+    masked = [i for i, s in enumerate(specs) if s["kind"] in ("RNN", "LSTM", "GRU")
+              and s.get("masked") and masking]
+    zero_input = any(m["type"] == "Masking" for m in masking)
+    if not split and not masked and not zero_input:
+        return model
+    mask = None
+    if masking:
+        m = masking[0]
+        mask = ("value", m["mask_value"]) if m["type"] == "Masking" else ("zero", None)
+        source["read"].append(
+            f"masking: {m['type']} ({m['layer']!r})"
+            + (f", mask_value {m['mask_value']}" if m["type"] == "Masking" else "")
+            + (f"; masked steps skipped by {len(masked)} recurrent layer(s)" if masked
+               else "; no recurrent layer sees the mask"))
+    last = fill = None
+    if masked:
+        last = masked[-1]
+        sp, layer = specs[last], layers[last]
+        if layer.return_sequences:
+            fill = "zero" if sp["zero_output"] or layer.bidirectional else "previous"
+        else:
+            fill = "zero_if_last_masked" if sp["zero_output"] else "state"
+        source["read"].append(
+            f"masked steps of {sp['name']!r} output " + {
+                "zero": "zeros (zero_output_for_mask)",
+                "previous": "the previous step's output (Keras' default)",
+                "zero_if_last_masked": "zeros when the last step is masked "
+                                       "(zero_output_for_mask)",
+                "state": "the state after the last unmasked step"}[fill])
+    if split:
+        source["read"].append(f"layer {split!r}: merge_mode None, predict() returns the pair "
+                              "(forward, backward)")
+    return KerasModel(model, mask=mask, zero_input=zero_input, last_masked=last, fill=fill,
+                      split=bool(split))
 
 
 def _postprocess(specs, ctx):
@@ -894,15 +967,234 @@ def _postprocess(specs, ctx):
         prev = fused[-1] if fused else None
         if prev is not None and s["kind"] == prev["kind"] and s["kind"] in ("RNN", "LSTM", "GRU"):
             pk, sk = prev["kwargs"], s["kwargs"]
-            same = all(pk[k] == sk[k] for k in sk if k not in ("input_size", "return_sequences"))
-            if same and pk["return_sequences"] and not pk["reverse"] and not prev.get("merge"):
+            same = all(pk.get(k) == sk[k] for k in sk
+                       if k not in ("input_size", "return_sequences", "merge_mode"))
+            if same and pk["return_sequences"] and not pk["reverse"] and not prev.get("merge") \
+                    and "merge_mode" not in pk and prev.get("masked") == s.get("masked"):
                 n = pk.get("num_layers", 1)
                 for key, val in s["weights"].items():
                     prev["weights"][key.replace("_l0", f"_l{n}")] = val
                 pk["num_layers"] = n + 1
                 pk["return_sequences"] = sk["return_sequences"]
+                if "merge_mode" in sk:
+                    pk["merge_mode"] = sk["merge_mode"]
                 prev["name"] = prev["name"] + "+" + s["name"]
                 prev["merge"] = s.get("merge")
+                prev["zero_output"] = s.get("zero_output")
                 continue
         fused.append(s)
     return fused
+
+
+# ---------------------------------------------------------------------------
+# Keras-only behaviour on top of a DRNN: masking, merge_mode=None
+# ---------------------------------------------------------------------------
+
+class KerasModel:
+    """A Keras model whose behaviour goes beyond a plain drnn stack.
+
+    ``model`` is the DRNN that does the computing (framework-neutral); this
+    wrapper adds what only Keras does:
+
+    * masking (a leading Masking layer, or Embedding(mask_zero=True)): each
+      row's unmasked steps are gathered into a left-packed sequence and run
+      through the stack up to its last recurrent layer with ``lengths=`` --
+      exact, because Keras leaves the state unchanged at a masked step, in
+      both directions -- and the outputs are scattered back to their time
+      positions.  A masked step's output follows Keras: zeros under
+      ``zero_output_for_mask`` (always for Bidirectional with
+      return_sequences), else the previous step's output (zeros before the
+      first unmasked step); the Dense layers after the last recurrent layer
+      see those values.  With return_sequences=False the output is the state
+      after the last unmasked step (zeros for a fully masked row).  Masking
+      also zeroes the masked input steps, as Keras' layer does.
+    * Bidirectional merge_mode=None as the last layer: predict() returns the
+      pair (forward, backward) -- each what predict would return for it --
+      as Keras returns a list of two outputs.
+
+    ``predict`` takes DRNN.predict's arguments; ``lengths=`` marks the steps
+    past each length as masked too (their outputs are zero, as in
+    DRNN.predict).  The mask is computed from the input, so it cannot be
+    saved in drnn's own format: ``save`` and ``stream`` refuse.
+    """
+
+    def __init__(self, model, *, mask=None, zero_input=False, last_masked=None, fill=None,
+                 split=False):
+        self.model = model
+        self.mask = mask                 # None, ("value", mask_value) or ("zero", None)
+        self.zero_input = bool(zero_input)
+        self.last_masked = last_masked   # index of the last recurrent layer that sees the mask
+        self.fill = fill                 # what that layer outputs at a masked step
+        self.split = bool(split)
+
+    # -- description (the DRNN's) -------------------------------------------
+    source = property(lambda self: self.model.source)
+    layers = property(lambda self: self.model.layers)
+    takes_tokens = property(lambda self: self.model.takes_tokens)
+    input_size = property(lambda self: self.model.input_size)
+    returns_sequences = property(lambda self: self.model.returns_sequences)
+    num_parameters = property(lambda self: self.model.num_parameters)
+
+    @property
+    def output_size(self):
+        """Features per output (each of the pair's, with merge_mode=None)."""
+        size = self.model.output_size
+        return size // 2 if self.split else size
+
+    def config(self):
+        return self.model.config()
+
+    def __repr__(self):
+        extra = []
+        if self.mask is not None:
+            extra.append("mask_zero" if self.mask[0] == "zero" else f"mask_value={self.mask[1]!r}")
+        if self.split:
+            extra.append("outputs=(forward, backward)")
+        inner = repr(self.model).replace("\n", "\n  ")
+        return f"KerasModel({inner}, {', '.join(extra)})"
+
+    def _why(self):
+        return ("Keras masking (computed from the input)" if self.mask is not None
+                else "merge_mode=None's pair of outputs")
+
+    def to_drnn(self):
+        """There is no DRNN that computes this model: raises UnsupportedError saying why."""
+        raise UnsupportedError(
+            f"drnn's format cannot hold {self._why()}; load the Keras file with drnn.load "
+            "instead" + (", or convert the stack without masking (ignore_masking=True, "
+                         "drnn convert --ignore-masking; exact for inputs without masked "
+                         "steps)" if self.mask is not None else
+                         ", or save .model (the two directions concatenated)"))
+
+    def save(self, path):
+        self.to_drnn()
+
+    def stream(self, batch_size=1):
+        if self.mask is not None:
+            raise UnsupportedError("stream(): a model with Keras masking runs whole sequences "
+                                   "only (use predict)")
+        return self.model.stream(batch_size)
+
+    # -- running -------------------------------------------------------------
+    def _mask(self, batch, lens):
+        B, T = batch.shape[:2]
+        if self.mask is None:
+            mask = np.ones((B, T), bool)
+        elif self.mask[0] == "zero":
+            mask = batch != 0
+        else:
+            mask = np.any(batch != np.float32(self.mask[1]), axis=-1)
+        if lens is not None:
+            mask &= np.arange(T)[None, :] < lens[:, None]
+        return mask
+
+    def predict(self, x, lengths=None, initial_state=None, return_state=False, num_threads=None):
+        """Run the model as Keras does (see the class docstring)."""
+        m = self.model
+        batch, lens, form, list_lens = m._prepare(x, lengths)
+        B = batch.shape[0]
+        states = m._prepare_state(initial_state, B, form == "single")
+        if self.mask is not None:
+            mask = self._mask(batch, lens)
+            if self.zero_input:
+                batch = np.where(mask[..., None], batch, np.float32(0))
+        if self.last_masked is None:
+            value, final = self._plain(batch, lens, states, num_threads)
+        else:
+            value, final = self._masked(batch, mask, states, num_threads)
+            if lens is not None and value.ndim == 3:
+                value[np.arange(value.shape[1])[None, :] >= lens[:, None]] = 0.0
+        outs = [value[..., :value.shape[-1] // 2], value[..., value.shape[-1] // 2:]] \
+            if self.split else [value]
+        res = []
+        for v in outs:
+            if form == "single":
+                res.append(v[0])
+            elif form == "list":
+                res.append([v[i, :n] if v.ndim == 3 else v[i] for i, n in enumerate(list_lens)])
+            else:
+                res.append(v)
+        out = tuple(res) if self.split else res[0]
+        if not return_state:
+            return out
+        user = []
+        for st in final:
+            if form == "single":
+                st = [s[:, 0, :] for s in st]
+            user.append(st[0] if len(st) == 1 else tuple(st))
+        return out, (user[0] if len(user) == 1 else user)
+
+    @staticmethod
+    def _user_state(states):
+        """Per-layer [h, (c)] lists -> DRNN.predict's initial_state argument."""
+        if all(s is None for s in states):
+            return None
+        entries = [s[0] if len(s) == 1 else tuple(s) for s in states]
+        return entries[0] if len(entries) == 1 else entries
+
+    @staticmethod
+    def _state_list(user, n):
+        """DRNN.predict's returned state -> per-layer [h, (c)] lists."""
+        entries = [user] if n == 1 else list(user)
+        return [list(e) if isinstance(e, tuple) else [e] for e in entries]
+
+    def _plain(self, batch, lens, states, num_threads):
+        n_rec = sum(1 for l in self.model.layers if hasattr(l, "state_shapes"))
+        y, st = self.model.predict(batch, lengths=lens, initial_state=self._user_state(states),
+                                   return_state=True, num_threads=num_threads) \
+            if n_rec else (self.model.predict(batch, lengths=lens, num_threads=num_threads), [])
+        return y, (self._state_list(st, n_rec) if n_rec else [])
+
+    def _masked(self, batch, mask, states, num_threads):
+        from ..model import DRNN
+        layers = self.model.layers
+        head = DRNN(layers[:self.last_masked + 1])
+        tail = DRNN(layers[self.last_masked + 1:]) if self.last_masked + 1 < len(layers) else None
+        last = layers[self.last_masked]
+        B, T = mask.shape
+        n = mask.sum(axis=1)
+        rows = np.flatnonzero(n > 0)
+        rec = [l for l in layers if hasattr(l, "state_shapes")]
+        # final states: fully masked rows keep their initial state
+        final = []
+        for layer, st in zip(rec, states):
+            shapes = layer.state_shapes
+            final.append([np.array(st[j], np.float32, copy=True) if st is not None
+                          else np.zeros((LD, B, W), np.float32)
+                          for j, (LD, W) in enumerate(shapes)])
+        H = last.output_size
+        if tail is None:
+            zero_out = np.zeros(self.model.output_size, np.float32)
+        else:
+            zero_out = np.asarray(tail.predict(np.zeros((1, H), np.float32),
+                                               num_threads=num_threads))[0]
+        seq = last.return_sequences
+        out = np.empty((B, T, zero_out.size) if seq else (B, zero_out.size), np.float32)
+        out[...] = zero_out
+        if rows.size:
+            Tp = int(n.max())
+            order = np.argsort(~mask[rows], axis=1, kind="stable")[:, :Tp]
+            packed = np.take_along_axis(batch[rows], order if batch.ndim == 2 else order[..., None],
+                                        axis=1)
+            nr = n[rows].astype(np.int32)
+            init = self._user_state([None if s is None else [a[:, rows] for a in s]
+                                     for s in states])
+            y, st = head.predict(packed, lengths=None if nr.min() == Tp else nr,
+                                 initial_state=init, return_state=True, num_threads=num_threads)
+            for dst, src in zip(final, self._state_list(st, len(rec))):
+                for d, s_ in zip(dst, src):
+                    d[:, rows] = s_
+            if tail is not None:
+                y = np.asarray(tail.predict(y, num_threads=num_threads))
+            if seq:
+                mr = mask[rows]
+                k = np.cumsum(mr, axis=1) - 1                      # packed index of the step,
+                got = np.take_along_axis(y, np.maximum(k, 0)[..., None], axis=1)   # or the last before
+                keep = mr if self.fill == "zero" else (k >= 0)
+                out[rows] = np.where(keep[..., None], got, zero_out)
+            else:
+                keep = np.ones(rows.size, bool)
+                if self.fill == "zero_if_last_masked":
+                    keep = mask[rows, 0 if last.reverse else T - 1]
+                out[rows] = np.where(keep[:, None], y, zero_out)
+        return out, final

@@ -155,6 +155,13 @@ class OnnxModel:
         for n in self._nodes:
             counts[n.op] = counts.get(n.op, 0) + 1
         lines.append("ops: " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
+        try:
+            stack = self.to_drnn()
+            lines.append("drnn convert: yes, as " + " -> ".join(
+                repr(l) for l in stack.layers))
+        except UnsupportedError as e:
+            lines.append("drnn convert: no -- " + str(e).split(": not a plain recurrent stack "
+                                                         "drnn's format can hold: ")[-1])
         for key in ("read", "inferred", "defaulted"):
             for item in self.source.get(key, []):
                 lines.append(f"{key}: {item}")
@@ -211,6 +218,15 @@ class OnnxModel:
                     env[name] = val
         wanted = self.output_names if outputs is None else list(outputs)
         return {name: env[name] for name in wanted}
+
+    def to_drnn(self):
+        """The equivalent drnn.DRNN, for a graph that is a plain recurrent stack
+        (as torch.onnx.export writes nn.Embedding/LSTM/GRU/RNN/Linear stacks):
+        recognised from the graph, then checked against the graph on random
+        probes.  The DRNN takes batch-first input whatever the graph's layout
+        (its ``source`` says).  Raises UnsupportedError naming the node that
+        breaks the pattern otherwise."""
+        return convert_to_drnn(self)
 
     def predict(self, x, num_threads=None):
         """Feed x to the graph's first input; return its first output (graph layout)."""
@@ -422,3 +438,419 @@ def _toposort(path, nodes, available, outputs):
     if missing:
         raise FormatError(f"{path}: graph outputs {missing} are produced by no node")
     return order
+
+
+# ---------------------------------------------------------------------------
+# ONNX graph -> DRNN (for `drnn convert`)
+# ---------------------------------------------------------------------------
+#
+# A graph converts when it is a pure stack: the first output is reached from
+# the first input through a single chain of (Gather embedding)? -> recurrent
+# nodes and dense heads, joined only by layout glue.  _trace walks that chain
+# backwards from the output, classifying each node; every other input of a
+# node on the chain must be a constant or computed from shapes only (the
+# exporters' zero initial states, dynamic Reshape targets).  _assemble turns
+# the chain into drnn layers, and _verify runs the candidate DRNN and the
+# graph itself on two random probes, trying the graph's possible input
+# layouts (batch- or time-major) and output layouts, and keeps the candidate
+# only if they agree to 1e-5: the pattern says what the graph probably is,
+# the probe run proves it.
+
+_GLUE = ("Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten",
+         "Dropout")
+_HEAD_ACTS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Softmax": "softmax"}
+_SHAPE_OPS = ("Shape", "Size")
+_CONVERT_TOL = 1e-5
+
+
+class _NotAStack(UnsupportedError):
+    pass
+
+
+def _refuse(node, why):
+    label = repr(node.name) if node.name else f"producing {node.outputs[0]!r}"
+    raise _NotAStack(f"node {label} ({node.op}) {why}")
+
+
+def _trace(model):
+    """Nodes from the first output back to the first input: [(node, main slot, output idx)]."""
+    if len(model.input_names) != 1:
+        raise _NotAStack(f"the graph has {len(model.input_names)} inputs "
+                         f"({model.input_names}); a drnn stack takes one")
+    producer = {}
+    for n in model._nodes:
+        for k, o in enumerate(n.outputs):
+            if o:
+                producer[o] = (n, k)
+    consts = model._consts
+    start = model.input_names[0]
+    free_memo = {}
+
+    def data_free(name):
+        """True when the tensor does not depend on the input's values (only on its shape)."""
+        if not name or name in consts:
+            return True
+        if name == start:
+            return False
+        if name in free_memo:
+            return free_memo[name]
+        free_memo[name] = False
+        n, _ = producer[name]
+        ok = n.op in _SHAPE_OPS or all(data_free(i) for i in n.inputs)
+        free_memo[name] = ok
+        return ok
+
+    chain = []
+    cur = model.output_names[0]
+    if cur in consts:
+        raise _NotAStack("the first output is a constant")
+    while cur != start:
+        if cur not in producer:
+            raise _NotAStack(f"tensor {cur!r} is not computed from the input")
+        n, k = producer[cur]
+        picked = _pick_final_state(n, producer, consts)
+        if picked is not None:
+            # h_n[i] of a stack exported as Concat(Y_h of every layer) -> Gather(i):
+            # the final state of one (unidirectional) layer; the other layers' are unused.
+            chain.append((n, 0, 0))
+            cur = picked
+            continue
+        if n.op in ops.RECURRENT_OPS:
+            slot = 0
+        elif n.op == "Gather" and n.inputs[0] in consts:
+            slot = 1
+        elif n.op in ("Add", "Mul") and n.inputs[0] in consts:
+            slot = 1
+        else:
+            slot = 0
+        if n.op not in ops.RECURRENT_OPS and k != 0:
+            _refuse(n, f"is followed through its output {k}; drnn follows output 0")
+        for i, name in enumerate(n.inputs):
+            if i != slot and name and not data_free(name):
+                _refuse(n, f"takes a second computed input {name!r} (input {i}); a drnn stack "
+                           "is a single chain")
+        chain.append((n, slot, k))
+        cur = n.inputs[slot] if slot < len(n.inputs) else ""
+        if not cur:
+            _refuse(n, "has no data input")
+    chain.reverse()
+    return chain
+
+
+def _pick_final_state(n, producer, consts):
+    """Gather(Concat(Y_h, Y_h, ...), i) on axis 0 -> the Y_h tensor it selects, else None."""
+    if n.op != "Gather" or int(n.attrs.get("axis", 0)) != 0 or n.inputs[0] not in producer:
+        return None
+    cn = producer[n.inputs[0]][0]
+    idx = consts.get(n.inputs[1]) if len(n.inputs) > 1 else None
+    if cn.op != "Concat" or int(cn.attrs.get("axis", 0)) != 0 or idx is None or idx.ndim != 0:
+        return None
+    parts = []
+    for name in cn.inputs:
+        p = producer.get(name)
+        if p is None or p[0].op not in ops.RECURRENT_OPS or p[1] != 1 or p[0].layer is None:
+            return None
+        parts.extend((name, p[0], d) for d in range(p[0].layer.num_directions))
+    if not -len(parts) <= int(idx) < len(parts):
+        return None
+    name, rn, d = parts[int(idx)]
+    if rn.layer.num_directions != 1:
+        _refuse(n, f"selects direction {d} of the bidirectional {rn.op} {rn.name!r}'s final "
+                   "state; drnn's last-step output holds both directions")
+    return name
+
+
+def _const(model, node, i, what):
+    name = node.inputs[i] if i < len(node.inputs) else ""
+    v = model._consts.get(name) if name else None
+    if v is None:
+        _refuse(node, f"has a computed {what} ({name!r}); drnn needs a constant")
+    return v
+
+
+def _assemble(model, chain):
+    """The chain's nodes -> drnn layers (plus notes)."""
+    from ..layers import Dense, Embedding
+    items = []          # ["emb", layer] | ["rnn", layer, node] | ["dense", W, b, act, node]
+    select_node = None
+    for n, slot, k in chain:
+        op = n.op
+        last = items[-1] if items else None
+        if op in ops.RECURRENT_OPS:
+            if n.layer is None:
+                _refuse(n, "has W/R/B computed in the graph")
+            if k == 2:
+                _refuse(n, "is followed through Y_c (the LSTM cell state), which no drnn "
+                           "layer outputs")
+            if select_node is not None or any(it[0] == "rnn" and not it[1].return_sequences
+                                              for it in items):
+                _refuse(n, "follows a layer that keeps only the last step")
+            if int(n.attrs.get("layout", 0)) not in (0, 1):
+                _refuse(n, "has an unknown layout")
+            items.append(["rnn", n.layer, n, k == 1])
+        elif op == "Gather" and slot == 1:
+            table = _const(model, n, 0, "embedding table")
+            if items or table.ndim != 2 or table.dtype.kind != "f" or \
+                    int(n.attrs.get("axis", 0)) != 0:
+                _refuse(n, "is not an embedding lookup on the graph's input "
+                           "(a constant 2-D float table, axis 0)")
+            items.append(["emb", Embedding(table.shape[0], table.shape[1],
+                                           weights={"weight": table})])
+        elif op == "Gather" and items and items[-1][0] == "rnn" and items[-1][3] \
+                and not items[-1][1].bidirectional and _scalar(model, n, 1) in (0, -1) \
+                and int(n.attrs.get("axis", 0)) == 0:
+            continue            # Y_h[0] of a unidirectional layer: its final state
+        elif op == "Gather" and _pick_final_state(n, _producers(model), model._consts):
+            continue            # see _trace
+        elif op == "Gather" or op == "Slice":
+            rec = [it for it in items if it[0] == "rnn"]
+            if op == "Gather":
+                idx = _const(model, n, 1, "index")
+                ok = idx.ndim == 0 and int(idx) == -1
+            else:
+                starts = _const(model, n, 1, "starts") if model.opset >= 10 else \
+                    np.asarray(n.attrs.get("starts", []))
+                ends = _const(model, n, 2, "ends") if model.opset >= 10 else \
+                    np.asarray(n.attrs.get("ends", []))
+                steps = model._consts.get(n.inputs[4]) if len(n.inputs) > 4 and n.inputs[4] \
+                    else None
+                ok = (np.asarray(starts).reshape(-1).tolist() == [-1]
+                      and np.asarray(ends).reshape(-1)[0] >= 2 ** 30
+                      and (steps is None or np.asarray(steps).reshape(-1).tolist() == [1]))
+            if not ok or not rec or select_node is not None:
+                _refuse(n, "selects from the sequence in a way drnn cannot express (drnn "
+                           "reads a selection of the last time step after the recurrent "
+                           "layers)")
+            layer = rec[-1][1]
+            if layer.bidirectional or layer.reverse:
+                _refuse(n, "takes the last time step of a bidirectional or reverse layer's "
+                           "output, which is not its final state; drnn's last-step output is "
+                           "the final state of each direction")
+            if rec[-1][3]:
+                _refuse(n, "selects from a final state")
+            select_node = n
+        elif op in _GLUE:
+            continue
+        elif op == "MatMul":
+            w = _const(model, n, 1, "weight")
+            if w.ndim != 2 or w.dtype.kind != "f":
+                _refuse(n, f"multiplies by a {w.ndim}-D {w.dtype} constant; drnn reads a "
+                           "2-D float weight")
+            items.append(["dense", np.ascontiguousarray(w.T), None, "identity", n])
+        elif op == "Gemm":
+            w = _const(model, n, 1, "weight")
+            if n.attrs.get("transA", 0) or w.ndim != 2:
+                _refuse(n, "is not x @ W (transA set or W not 2-D)")
+            w = w if n.attrs.get("transB", 0) else w.T
+            alpha, beta = float(n.attrs.get("alpha", 1.0)), float(n.attrs.get("beta", 1.0))
+            if alpha != 1.0:
+                w = w * np.float32(alpha)
+            b = None
+            if len(n.inputs) > 2 and n.inputs[2]:
+                b = _const(model, n, 2, "bias")
+                if b.size != w.shape[0]:
+                    _refuse(n, f"has a bias of shape {b.shape}; drnn needs one per output")
+                b = b.reshape(-1) * np.float32(beta) if beta != 1.0 else b.reshape(-1)
+            items.append(["dense", np.ascontiguousarray(w), b, "identity", n])
+        elif op == "Add":
+            b = _const(model, n, 1 - slot, "addend")
+            if not last or last[0] != "dense" or last[2] is not None or last[3] != "identity" \
+                    or b.size != last[1].shape[0] or b.shape[-1:] != (last[1].shape[0],):
+                _refuse(n, "adds something other than the bias of the preceding MatMul")
+            last[2] = b.reshape(-1)
+        elif op in _HEAD_ACTS:
+            if not last or last[0] != "dense" or last[3] != "identity":
+                _refuse(n, "applies an activation that does not follow a dense layer")
+            if op == "Softmax":
+                axis = int(n.attrs.get("axis", -1 if model.opset >= 13 else 1))
+                if axis not in (-1, 1, 2):
+                    _refuse(n, f"takes softmax over axis {axis}; drnn's is over features")
+            last[3] = _HEAD_ACTS[op]
+        else:
+            _refuse(n, f"is not part of a recurrent stack's pattern (drnn converts Gather "
+                       f"embeddings, LSTM/GRU/RNN, MatMul/Gemm(+Add) heads with "
+                       f"{'/'.join(_HEAD_ACTS)}, and the layout glue {', '.join(_GLUE)})")
+    if not any(it[0] == "rnn" for it in items):
+        raise _NotAStack("the graph has no LSTM, GRU or RNN node on its path")
+    if select_node is not None or any(it[0] == "rnn" and it[3] for it in items):
+        # the last step only: the last recurrent layer returns its final state
+        for it in reversed(items):
+            if it[0] == "rnn":
+                it.append(False)
+                break
+    layers = []
+    for it in items:
+        if it[0] == "emb":
+            layers.append(it[1])
+        elif it[0] == "rnn":
+            rs = not (len(it) > 4 and it[4] is False)
+            layers.append(_with_return_sequences(it[1], rs))
+        else:
+            w, b, act, n = it[1], it[2], it[3], it[4]
+            try:
+                layers.append(Dense(w.shape[1], w.shape[0], activation=act,
+                                    weights={"weight": w, **({"bias": b} if b is not None
+                                                             else {})}))
+            except (ShapeError, UnsupportedError) as e:
+                _refuse(n, f"cannot be a drnn Dense layer: {e}")
+    return _fuse(layers)
+
+
+def _scalar(model, n, i):
+    v = model._consts.get(n.inputs[i]) if len(n.inputs) > i and n.inputs[i] else None
+    return int(v) if v is not None and v.ndim == 0 and v.dtype.kind in "iu" else None
+
+
+def _producers(model):
+    return {o: (n, k) for n in model._nodes for k, o in enumerate(n.outputs) if o}
+
+
+def _with_return_sequences(layer, rs):
+    cfg = layer.config()
+    cfg["return_sequences"] = rs
+    from ..layers import Layer
+    return Layer.from_config(cfg, layer.params())
+
+
+def _fuse(layers):
+    """Consecutive recurrent layers of one configuration -> one multi-layer stack."""
+    from ..layers import Layer, Recurrent
+    out = []
+    for layer in layers:
+        prev = out[-1] if out else None
+        if isinstance(layer, Recurrent) and isinstance(prev, Recurrent) \
+                and prev.kind == layer.kind and prev.return_sequences and not prev.reverse \
+                and not layer.reverse:
+            pc, lc = prev.config(), layer.config()
+            same = all(pc.get(key) == lc.get(key) for key in lc
+                       if key not in ("input_size", "num_layers", "return_sequences"))
+            if same and lc["num_layers"] == 1:
+                L = pc["num_layers"]
+                params = dict(prev.params())
+                for key, v in layer.params().items():
+                    params[key.replace("_l0", f"_l{L}")] = v
+                pc["num_layers"] = L + 1
+                pc["return_sequences"] = lc["return_sequences"]
+                out[-1] = Layer.from_config(pc, params)
+                continue
+        out.append(layer)
+    return out
+
+
+def _probe_inputs(model, drnn_model, seed):
+    """Two random inputs for the graph's first input, in its declared dtype and shape."""
+    name = model.input_names[0]
+    dt, shape = model._input_meta.get(name, (None, None))
+    rng = np.random.default_rng(seed)
+    probes = []
+    for dims in ((3, 5), (2, 7)):
+        want = list(shape) if shape else []
+        rank = 2 if drnn_model.takes_tokens else 3
+        if len(want) != rank:
+            want = [None] * rank
+        free = iter(dims)
+        shp = []
+        for i, d in enumerate(want):
+            if isinstance(d, int) and d > 0:
+                shp.append(d)
+            elif i == rank - 1 and not drnn_model.takes_tokens:
+                shp.append(drnn_model.input_size)
+            else:
+                shp.append(next(free, 4))
+        if drnn_model.takes_tokens:
+            x = rng.integers(0, drnn_model.layers[0].num_embeddings, shp)
+            x = x.astype(dt if dt is not None and np.dtype(dt).kind in "iu" else np.int64)
+        else:
+            x = rng.standard_normal(shp).astype(dt if dt is not None else np.float32)
+        probes.append(x)
+    return probes
+
+
+def _out_views(o, B, T, seq):
+    """Ways a graph output may hold drnn's batch-first output: (name, array)."""
+    views = [("as is", o)]
+    if seq:
+        if o.ndim == 3:
+            views.append(("time-major", o.transpose(1, 0, 2)))
+        if o.ndim == 4 and o.shape[0] == T and o.shape[2] == B:      # Y [T, D, N, H]
+            views.append(("ONNX Y [T, D, N, H]", o.transpose(2, 0, 1, 3).reshape(B, T, -1)))
+        if o.ndim == 4 and o.shape[:2] == (B, T):                     # Y layout 1
+            views.append(("ONNX Y layout 1", o.reshape(B, T, -1)))
+    else:
+        if o.ndim == 3 and o.shape[1] == B:                           # Y_h [D, N, H]
+            views.append(("ONNX Y_h [D, N, H]", o.transpose(1, 0, 2).reshape(B, -1)))
+        if o.ndim == 3 and o.shape[0] == B:
+            views.append(("[N, D, H]", o.reshape(B, -1)))
+    return views
+
+
+def _verify(model, drnn_model):
+    """-> (input layout, output layout) under which drnn_model reproduces the graph."""
+    probes = _probe_inputs(model, drnn_model, 0)
+    feature_axes = 0 if drnn_model.takes_tokens else 1
+    found = None
+    worst = None
+    for in_name, perm in (("batch-major", None), ("time-major", (1, 0))):
+        ok_all, out_name = True, None
+        for x in probes:
+            xin = x if perm is None else np.ascontiguousarray(
+                x.transpose(perm + tuple(range(2, 2 + feature_axes))))
+            try:
+                y = drnn_model.predict(xin)
+                ref = model.predict(x)
+            except (DrnnError, ValueError, TypeError, IndexError) as e:
+                raise _NotAStack(f"running the candidate on a probe failed: {e}") from None
+            B, T = xin.shape[0], xin.shape[1]
+            match = None
+            for name, v in _out_views(np.asarray(ref), B, T, drnn_model.returns_sequences):
+                if v.shape == y.shape:
+                    err = float(np.max(np.abs(v.astype(np.float32) - y))) if y.size else 0.0
+                    tol = _CONVERT_TOL * max(1.0, float(np.max(np.abs(v))) if v.size else 1.0)
+                    if worst is None or err < worst:
+                        worst = err
+                    if err <= tol and (out_name is None or out_name == name):
+                        match = name
+                        break
+            if match is None:
+                ok_all = False
+                break
+            out_name = match
+        if ok_all:
+            found = (in_name, out_name)
+            break
+    if found is None:
+        raise _NotAStack("the candidate stack does not reproduce the graph on a random probe "
+                         + (f"(closest max abs difference {worst:.3g})" if worst is not None
+                            else "(no output layout matches)"))
+    return found
+
+
+def convert_to_drnn(model):
+    """A DRNN computing the OnnxModel's first output, or UnsupportedError saying why not."""
+    from ..model import DRNN
+    try:
+        chain = _trace(model)
+        layers = _assemble(model, chain)
+        try:
+            drnn_model = DRNN(layers)
+        except (ShapeError, UnsupportedError) as e:
+            raise _NotAStack(f"the recognised layers do not chain: {e}") from None
+        in_layout, out_layout = _verify(model, drnn_model)
+    except _NotAStack as e:
+        raise UnsupportedError(f"{model.path}: not a plain recurrent stack drnn's format can "
+                               f"hold: {e}") from None
+    notes = [f"converted from the ONNX graph: {len(chain)} nodes on the input->output path, "
+             f"verified on random probes (max abs difference <= {_CONVERT_TOL})"]
+    if in_layout != "batch-major":
+        notes.append(f"the graph's input is {in_layout}; the drnn model takes batch-first input")
+    if out_layout != "as is":
+        notes.append(f"the graph's output is {out_layout}; the drnn model's is batch-first")
+    if len(model.output_names) > 1:
+        notes.append(f"only the first output {model.output_names[0]!r} is kept (the graph "
+                     f"also returns {model.output_names[1:]})")
+    src = model.source
+    drnn_model.source = {"format": "onnx", "file": model.path,
+                         "read": list(src.get("read", [])) + notes,
+                         "inferred": list(src.get("inferred", [])),
+                         "defaulted": list(src.get("defaulted", [])), "converted": notes}
+    return drnn_model
