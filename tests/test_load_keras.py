@@ -624,3 +624,28 @@ def test_merge_mul_and_none_without_mask(merge, tmp_path):
             ys = m.predict([X[0], X[1, :4]])
             assert isinstance(ys, tuple) and len(ys[0]) == 2
             assert_close(ys[0][0], np.asarray(ref[0])[0])
+
+
+def test_cli_predict_merge_none_pair_joined_over_batches(tmp_path):
+    """`drnn predict` on a model returning (forward, backward): each output
+    joined over the --batch-size chunks, the pair stacked on axis 0."""
+    import subprocess
+    import sys
+    keras = import_keras()
+    L = keras.layers
+    km = keras.Sequential([keras.Input((6, 3)),
+                           L.Bidirectional(L.GRU(4, return_sequences=True), merge_mode=None)])
+    path = str(tmp_path / "bi_none.keras")
+    km.save(path)
+    x = np.random.default_rng(3).standard_normal((5, 6, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = str(tmp_path / "y.npy")
+    r = subprocess.run([sys.executable, "-m", "drnn", "predict", path, str(tmp_path / "x.npy"),
+                        "-o", out, "--batch-size", "2"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    import drnn
+    fwd, bwd = drnn.load(path).predict(x)
+    np.testing.assert_array_equal(np.load(out), np.stack([fwd, bwd]))
+    kf, kb = km.predict(x, verbose=0)
+    assert_close(np.load(out), np.stack([np.asarray(kf), np.asarray(kb)]))

@@ -250,9 +250,14 @@ def _predict(args):
         progress = _Progress(len(starts), not args.quiet)
         parts = []
         for k, s in enumerate(starts):
-            parts.append(np.asarray(run(x[s:s + bs], None if lengths is None else lengths[s:s + bs])))
+            parts.append(run(x[s:s + bs], None if lengths is None else lengths[s:s + bs]))
             progress.update(k + 1, min(s + bs, B))
-        y = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+        if isinstance(parts[0], tuple):
+            # Several outputs (a Keras Bidirectional with merge_mode=None):
+            # each joined over the batch chunks, then stacked on a new axis 0.
+            y = np.stack([np.concatenate(p, axis=0) for p in zip(*parts)])
+        else:
+            y = np.concatenate(parts, axis=0) if len(parts) > 1 else np.asarray(parts[0])
     out = args.output
     try:
         np.save(out, np.asarray(y, dtype=np.float32))

@@ -69,7 +69,10 @@ def _unknown(path, why):
 
 
 def load(path, *, architecture=None, **options):
-    """Load a model file and return a drnn model (an OnnxModel for .onnx).
+    """Load a model file and return a drnn model: a DRNN, an OnnxModel for
+    .onnx (the graph run around drnn's kernels; ``to_drnn()`` converts pure
+    stacks), or a KerasModel for a Keras model that masks (a DRNN applying
+    Keras' mask semantics).
 
     architecture: for a plain .safetensors / .npz of weights (or a Keras
     save_weights .h5), the network's architecture -- drnn's
@@ -78,8 +81,8 @@ def load(path, *, architecture=None, **options):
     for PyTorch state_dicts ``nonlinearity`` ("tanh"), ``return_sequences``
     (True) and ``dense_activations`` (None: identity) say what a state_dict
     cannot; for Keras files ``ignore_masking`` (False) loads a model with
-    Masking / mask_zero without it (exact for right-padded input run with
-    ``lengths=``).
+    Masking / mask_zero as the plain stack, without the mask (exact only for
+    right-padded input run with ``lengths=``).
     """
     path = os.fspath(path)
     fmt = detect_format(path)
