@@ -17,7 +17,9 @@ well the model predicts each next character.  Two forms of input:
 For each it times plain model.predict in this process (2 threads and 1),
 Dask's local threaded scheduler, and LocalClusters of 1 and 2 worker
 processes with one thread each, checks every result equals the local one
-exactly, and prints sequences (and characters) per second.
+exactly, and prints sequences (and characters) per second of wall time, and
+the CPU seconds used (this process plus the workers): on a shared machine the
+wall time depends on what else runs, the CPU time much less.
 """
 import argparse
 import json
@@ -107,10 +109,13 @@ def dask_bag_scores(model, seqs, chunk, client=None):
     return db.map(lambda y, s: bits_per_char(y, s[1:]), logits, bag)
 
 
-def timed(fn):
-    t = time.perf_counter()
+def timed(fn, client=None):
+    """-> (result, wall seconds, CPU seconds of this process and the workers)."""
+    workers_cpu = (lambda: sum(client.run(time.process_time).values())) if client else (lambda: 0.0)
+    c, w, t = time.process_time(), workers_cpu(), time.perf_counter()
     out = fn()
-    return out, time.perf_counter() - t
+    wall = time.perf_counter() - t
+    return out, wall, time.process_time() - c + workers_cpu() - w
 
 
 def main(argv=None):
@@ -138,24 +143,25 @@ def main(argv=None):
     data = {"array": windows, "bag": seqs}
     rows = []
 
-    def report(form, how, seconds, same):
+    def report(form, how, seconds, cpu, same):
         rate = args.n / seconds
-        rows.append((form, how, seconds, rate))
-        print(f"{form:5s}  {how:34s} {seconds:7.2f} s  {rate:8,.0f} seq/s  "
-              f"{chars[form] / seconds:10,.0f} chars/s" + ("" if same is None else
-                                                           f"  identical: {same}"), flush=True)
+        rows.append((form, how, seconds, rate, cpu))
+        print(f"{form:5s}  {how:36s} {seconds:7.2f} s {rate:7,.0f} seq/s "
+              f"{chars[form] / seconds:8,.0f} chars/s  CPU {cpu:6.2f} s "
+              f"({args.n / cpu:5,.0f} seq/CPU-s)"
+              + ("" if same is None else f"  identical: {same}"), flush=True)
 
     reference = {}
     for form in args.forms:
         model.predict(windows[:8, :-1])                                    # warm up
         for nt in (2, 1):
-            scores, sec = timed(lambda: local[form](model, data[form], args.chunk, nt))
+            scores, sec, cpu = timed(lambda: local[form](model, data[form], args.chunk, nt))
             same = None if form not in reference else bool(np.array_equal(scores, reference[form]))
             reference.setdefault(form, scores)
-            report(form, f"local model.predict, {nt} thread{'s' * (nt > 1)}", sec, same)
-        scores, sec = timed(lambda: np.asarray(
+            report(form, f"local model.predict, {nt} thread{'s' * (nt > 1)}", sec, cpu, same)
+        scores, sec, cpu = timed(lambda: np.asarray(
             on_dask[form](model, data[form], args.chunk).compute(scheduler="threads")))
-        report(form, "dask threaded scheduler (2 threads)", sec,
+        report(form, f"dask threaded scheduler ({os.cpu_count()} threads)", sec, cpu,
                bool(np.array_equal(scores, reference[form])))
 
     for nw in args.workers:
@@ -167,8 +173,8 @@ def main(argv=None):
                 # Warm up: start the workers' imports and send the model (scatter).
                 on_dask[form](model, data[form][:2 * nw], 1, client).compute()
                 coll = on_dask[form](model, data[form], args.chunk, client)
-                scores, sec = timed(lambda: np.asarray(coll.compute()))
-                report(form, f"LocalCluster {nw} worker{'s' * (nw > 1)} x 1 thread", sec,
+                scores, sec, cpu = timed(lambda: np.asarray(coll.compute()), client)
+                report(form, f"LocalCluster {nw} worker{'s' * (nw > 1)} x 1 thread", sec, cpu,
                        bool(np.array_equal(scores, reference[form])))
     return rows
 
