@@ -295,3 +295,25 @@ def test_distributed_error_surfaces(client, model, data):
         bag = db.from_sequence(seqs[:3] + [x[0, :0]], npartitions=1)
         with pytest.raises(drnn.ShapeError, match="bag item 3"):
             ddask.predict(model, bag).compute()
+
+
+def test_client_false_embeds_model_for_another_scheduler(client, model, data):
+    x = data[0][:200]
+    with client.as_current():
+        y = ddask.predict(model, da.from_array(x, chunks=(50, -1, -1)), client=False)
+    graph = dict(y.__dask_graph__())
+    assert len([k for k in graph if str(k).startswith("drnn-model-")]) == 1
+    assert np.array_equal(y.compute(scheduler="sync"), model.predict(x))
+
+
+# -- ONNX graph models: they pickle, but drnn.dask runs DRNNs only ---------------------
+def test_onnx_model_pickles_and_is_refused():
+    pytest.importorskip("onnx")
+    path = os.path.join(os.path.dirname(__file__), "fixtures", "onnx",
+                        "torch_lstm_bi_2layer_linear.onnx")
+    m = drnn.load(path)
+    x = np.random.default_rng(1).standard_normal((4, 9, m.layers[0].input_size)).astype(np.float32)
+    m2 = pickle.loads(pickle.dumps(m, protocol=5))
+    assert np.array_equal(m2.predict(x), m.predict(x))
+    with pytest.raises(drnn.UnsupportedError, match="OnnxModel"):
+        ddask.predict(m, da.from_array(x, chunks=(2, -1, -1)))

@@ -21,7 +21,9 @@ How the parts fit:
   (``client.scatter(..., broadcast=True)``) and the graph refers to that
   future; the future is cached per model and client, so later calls reuse
   it.  Without a client the model is a single literal key of the graph
-  (with the threaded or synchronous scheduler nothing is pickled at all).
+  (with the threaded or synchronous scheduler nothing is pickled at all);
+  ``client=False`` asks for that even when a client is active, for a graph
+  that will run on another scheduler.
 * Threads: ``num_threads=None`` lets each task use its share of its worker's
   threads: ``max(1, worker threads // drnn tasks running in that worker
   now)``.  A distributed worker with ``threads_per_worker=1`` therefore runs
@@ -77,6 +79,8 @@ def _model_token(model):
 
 
 def _active_client(client):
+    if client is False:
+        return None
     if client is not None:
         return client
     if "distributed" not in sys.modules:
@@ -93,7 +97,8 @@ def model_ref(model, client=None):
 
     With a distributed client (given, or the active default one): a Future of
     the model scattered to every worker (broadcast), cached per model and
-    client.  Otherwise a ``dask.delayed`` holding the model under one key.
+    client.  Otherwise, or with ``client=False``, a ``dask.delayed`` holding
+    the model under one key (a graph any scheduler can run).
     """
     key = f"drnn-model-{_model_token(model)}"
     client = _active_client(client)
