@@ -88,7 +88,13 @@ class DRNN:
         return f"DRNN([\n  {inner}\n])"
 
     def __reduce__(self):
-        return (DRNN, (list(self.layers),))
+        # The layers pickle as config + raw float32 weights (Layer.__reduce__):
+        # a pickle costs about the weight bytes, and unpickling rebuilds the
+        # same layers without inferring anything.  Extra attributes (source)
+        # travel as state; the derived ones are rebuilt by __init__.
+        state = {k: v for k, v in self.__dict__.items()
+                 if k not in ("layers", "_recurrent", "_returns_sequences")}
+        return (type(self), (list(self.layers),), state or None)
 
     def save(self, path):
         """Write the model in drnn's own format (safetensors + architecture JSON)."""
