@@ -1,7 +1,7 @@
 /*
  * dense.c -- fully connected layers and standalone activations.
  *
- *     y (rows, out) = act(x (rows, in) . W^T + b), optionally softmax per row
+ *     y (rows, out) = act(x (rows, in) . W^T + b), optionally [log-]softmax per row
  *
  * W arrives as (out, in) like torch.nn.Linear and is packed once
  * (drnn_dense_pack) into the GEMM's panels.  Rows are split across threads
@@ -22,7 +22,8 @@ int drnn_activation(drnn_act act, float *x, int64_t n)
     return DRNN_OK;
 }
 
-static void softmax_row(float *y, int64_t n)
+/* Softmax, or with log_out its logarithm: y - max - log(sum exp(y - max)). */
+static void softmax_row(float *y, int64_t n, int log_out)
 {
     float m = -INFINITY;
     int has_nan = 0;
@@ -35,6 +36,12 @@ static void softmax_row(float *y, int64_t n)
         return;
     }
     float sum = 0.0f;
+    if (log_out) {
+        for (int64_t j = 0; j < n; ++j) sum += expf(y[j] - m);
+        const float shift = m + logf(sum);
+        for (int64_t j = 0; j < n; ++j) y[j] -= shift;
+        return;
+    }
     for (int64_t j = 0; j < n; ++j) {
         y[j] = expf(y[j] - m);
         sum += y[j];
@@ -64,7 +71,7 @@ static void dense_task(void *arg, int tid, int n)
     for (int64_t r = r0; r < r1; ++r) {
         float *yr = c->y + r * c->y_stride;
         if (c->act.kind != DRNN_ACT_LINEAR) k->act(&c->act, yr, c->out);
-        if (c->softmax) softmax_row(yr, c->out);
+        if (c->softmax) softmax_row(yr, c->out, c->softmax == DRNN_LOG_SOFTMAX);
     }
     drnn_fpmode_leave(fpmode);
 }
@@ -73,7 +80,8 @@ int drnn_dense_forward(int64_t rows, int64_t in_features, int64_t out_features,
                        const float *x, int64_t x_stride, const void *packed,
                        drnn_act act, int softmax, float *y, int64_t y_stride, int num_threads)
 {
-    if (rows < 0 || in_features < 0 || out_features < 1 || !drnn_act_valid(&act))
+    if (rows < 0 || in_features < 0 || out_features < 1 || !drnn_act_valid(&act) ||
+        softmax < 0 || softmax > DRNN_LOG_SOFTMAX)
         return DRNN_ERR_ARGUMENT;
     if (rows == 0)
         return DRNN_OK;

@@ -173,10 +173,11 @@ int drnn_dense_pack(int64_t in_features, int64_t out_features, const float *w,
                     const float *b, void *packed, size_t packed_bytes);
 /*
  * y (rows, out) = act(x (rows, in) . w^T + b) with w, b from drnn_dense_pack;
- * x rows at x_stride apart, y rows at y_stride apart.  softmax != 0 applies
- * a softmax over each output row after act (use DRNN_ACT_LINEAR for a plain
- * softmax head).
+ * x rows at x_stride apart, y rows at y_stride apart.  softmax: 0 none,
+ * DRNN_SOFTMAX or DRNN_LOG_SOFTMAX over each output row after act (use
+ * DRNN_ACT_LINEAR for a plain softmax head).
  */
+enum { DRNN_SOFTMAX = 1, DRNN_LOG_SOFTMAX = 2 };
 int drnn_dense_forward(int64_t rows, int64_t in_features, int64_t out_features,
                        const float *x, int64_t x_stride, const void *packed,
                        drnn_act act, int softmax,

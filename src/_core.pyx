@@ -312,7 +312,8 @@ cdef class RecurrentStack:
 
 
 cdef class DenseKernel:
-    """A dense layer's packed weights: y = act(x . w^T + b), then softmax if asked."""
+    """A dense layer's packed weights: y = act(x . w^T + b), then softmax (1)
+    or log-softmax (2) if asked."""
     cdef object _packed
     cdef readonly int64_t in_features, out_features
 
@@ -334,7 +335,7 @@ cdef class DenseKernel:
             rc = drnn_dense_pack(self.in_features, self.out_features, wp, bp, pp, nbytes)
         _check(rc)
 
-    def forward(self, x, activation, bint softmax=False, num_threads=None):
+    def forward(self, x, activation, int softmax=0, num_threads=None):
         """x (rows, in) float32 C-contiguous -> (rows, out) float32."""
         if not isinstance(x, np.ndarray) or x.ndim != 2:
             raise ValueError("x: expected a 2-D (rows, features) array")
@@ -517,7 +518,7 @@ cdef class StreamEngine:
                 s.in_w = dk.in_features
                 s.out_w = dk.out_features
                 s.act = _make_act(item[2])
-                s.softmax = bool(item[3])
+                s.softmax = int(item[3])
                 self._keep.append(dk)
             else:
                 raise ValueError("unknown stage kind %r" % (kind,))

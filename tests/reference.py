@@ -330,6 +330,11 @@ def _softmax(x):
     return e / np.sum(e, axis=-1, keepdims=True)
 
 
+def _log_softmax(x):
+    m = np.max(x, axis=-1, keepdims=True)
+    return x - m - np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True))
+
+
 class Dense:
     kind = "Dense"
     _ACTS = {
@@ -338,6 +343,7 @@ class Dense:
         "tanh": np.tanh,
         "sigmoid": _sigmoid,
         "softmax": _softmax,
+        "log_softmax": _log_softmax,
     }
 
     def __init__(self, in_features, out_features, *, activation="identity",

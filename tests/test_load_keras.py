@@ -104,6 +104,8 @@ def _models():
         "dense_heads": seq(L.GRU(6, return_sequences=True), L.Dense(5, activation="tanh"),
                            L.Dense(4, activation="sigmoid"), L.Dense(3, activation="softmax")),
         "dense_linear_nobias": seq(L.LSTM(4), L.Dense(2, use_bias=False)),
+        "dense_log_softmax": seq(L.LSTM(4, return_sequences=True),
+                                 L.Dense(3, activation="log_softmax")),
         "go_backwards_last": seq(L.GRU(4, go_backwards=True), L.Dense(2)),
         "embedding": seq(L.Embedding(20, 4), L.LSTM(5), L.Dense(3, activation="softmax"),
                          shape=(7,)),
@@ -113,7 +115,8 @@ def _models():
 CASES = ["simplernn", "simplernn_relu_last", "lstm", "lstm_last_hardsig", "lstm_nobias",
          "gru_reset_after", "gru_reset_before", "gru_nobias_both", "gru_hardsig",
          "stacked_mixed", "stacked_fused", "bi_concat", "bi_sum_dense", "bi_ave_rnn",
-         "bi_sum_last", "dense_heads", "dense_linear_nobias", "go_backwards_last", "embedding"]
+         "bi_sum_last", "dense_heads", "dense_linear_nobias", "dense_log_softmax",
+         "go_backwards_last", "embedding"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -756,12 +756,22 @@ def _refused(path, *words):
     return msg
 
 
+def test_convert_log_softmax_head_fixture(tmp_path):
+    """GRU -> reverse RNN(relu) -> MatMul+Add -> LogSoftmax (committed fixture,
+    its glue transposing to and from time-major): converts, and the DRNN
+    gives the graph's recorded output."""
+    path = os.path.join(FIXTURE_DIR, "helper_gru_rnn_stack_opset11.onnx")
+    ref = np.load(os.path.join(FIXTURE_DIR, "helper_gru_rnn_stack_opset11.npz"))
+    d = load_onnx(path).to_drnn()
+    assert d.layers[-1].activation == "log_softmax"
+    y = d.predict(ref["in_x"])
+    assert float(np.max(np.abs(y - ref["out_y"]))) <= TOL
+
+
 def test_convert_refusals_name_the_node(tmp_path):
     # y[:, -1] of a bidirectional GRU (committed fixture): not its final state
     _refused(os.path.join(FIXTURE_DIR, "torch_embedding_gru_mlp.onnx"), "'/Gather'",
              "bidirectional")
-    # LogSoftmax head: no drnn Dense activation
-    _refused(os.path.join(FIXTURE_DIR, "helper_gru_rnn_stack_opset11.onnx"), "LogSoftmax")
     # several graph inputs
     _refused(os.path.join(FIXTURE_DIR, "helper_lstm_all_options.onnx"), "4 inputs")
     # Y_c as the output

@@ -444,7 +444,8 @@ def test_stack_of_recurrent_layers_state_list():
     assert st[2][0].shape == (1, B, 2) and st[2][1].shape == (1, B, 7)
 
 
-@pytest.mark.parametrize("activation", ["identity", "relu", "tanh", "sigmoid", "softmax"])
+@pytest.mark.parametrize("activation", ["identity", "relu", "tanh", "sigmoid", "softmax",
+                                        "log_softmax"])
 @pytest.mark.parametrize("use_bias", [True, False])
 def test_dense_alone(activation, use_bias):
     rng = np.random.default_rng(10)
@@ -454,6 +455,10 @@ def test_dense_alone(activation, use_bias):
     r = reference.Model([reference.Dense(7, 5, activation=activation, weight=w, bias=b)])
     x = rng.standard_normal((3, 4, 7)).astype(np.float32)
     assert_close(d.predict(x), r.predict(x))
+    if activation.endswith("softmax"):
+        # logits of +-1e4 neither overflow nor lose the small ones
+        big = (x * 1e3).astype(np.float32)
+        assert_close(d.predict(big), r.predict(big), tol=1e-4)
 
 
 def test_embedding_dense():

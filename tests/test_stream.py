@@ -36,6 +36,8 @@ def _models():
                              drnn.GRU(40, 24, 2, seed=9), drnn.RNN(24, 10, seed=10),
                              drnn.Dense(10, 8, activation="relu", seed=11),
                              drnn.Dense(8, 5, activation="softmax", seed=12)]), None),
+        "log-softmax-head": (drnn.DRNN([drnn.GRU(4, 6, seed=14),
+                                        drnn.Dense(6, 5, activation="log_softmax", seed=15)]), 4),
         "dense-only": (drnn.DRNN([drnn.Dense(6, 3, activation="sigmoid", seed=13)]), 6),
     }
 

@@ -185,6 +185,33 @@ class Tagger(nn.Module):
         return self.fc(h)
 
 
+class LogProbs(nn.Module):
+    """GRU -> Linear -> LogSoftmax: a classifier's usual last step."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(5, 7, batch_first=True)
+        self.fc = nn.Linear(7, 4)
+        self.logp = nn.LogSoftmax(dim=-1)
+
+    def forward(self, x):
+        return self.logp(self.fc(self.gru(x)[0]))
+
+
+def test_from_torch_log_softmax_head():
+    torch.manual_seed(3)
+    m = LogProbs().eval()
+    x = np.random.default_rng(3).standard_normal((2, 6, 5)).astype(np.float32) * 4
+    with torch.no_grad():
+        y_t = m(torch.from_numpy(x)).numpy()
+    model = drnn.from_torch(m)
+    assert model.layers[-1].activation == "log_softmax"
+    assert_close(model.predict(x), y_t)
+    m.logp.dim = 1
+    with pytest.raises(drnn.UnsupportedError, match="LogSoftmax"):
+        drnn.from_torch(m)
+
+
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_from_torch_custom_module(batch_first):
     torch.manual_seed(7)

@@ -75,8 +75,9 @@ def to_torch(model):
                 m.bias.data = torch.from_numpy(np.array(layer.bias))
             mods.append(m)
             kinds.append("dense")
-            if layer.activation == "softmax":
-                mods.append(nn.Softmax(dim=-1))
+            if layer.activation in ("softmax", "log_softmax"):
+                mods.append(nn.Softmax(dim=-1) if layer.activation == "softmax"
+                            else nn.LogSoftmax(dim=-1))
                 kinds.append("act")
             elif acts.get(layer.activation, 0) is not None:
                 if layer.activation not in acts:

@@ -36,7 +36,8 @@ def from_torch(module, *, return_sequences=True):
     if not isinstance(module, nn.Module):
         raise UnsupportedError(f"from_torch: expected a torch.nn.Module, got {type(module).__name__}")
     layers = []
-    activations = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Softmax: "softmax"}
+    activations = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Softmax: "softmax",
+                   nn.LogSoftmax: "log_softmax"}
 
     def visit(m, path):
         name = path or type(m).__name__
@@ -66,9 +67,9 @@ def from_torch(module, *, return_sequences=True):
                                 bias=p.get("bias", False)))
         elif type(m) in activations:
             act = activations[type(m)]
-            if act == "softmax" and m.dim not in (-1, None):
-                raise UnsupportedError(f"from_torch: {name}: Softmax(dim={m.dim}); drnn applies "
-                                       "softmax over the last axis only (dim=-1)")
+            if act in ("softmax", "log_softmax") and m.dim not in (-1, None):
+                raise UnsupportedError(f"from_torch: {name}: {type(m).__name__}(dim={m.dim}); drnn "
+                                       "applies it over the last axis only (dim=-1)")
             last = layers[-1] if layers else None
             if not isinstance(last, Dense) or last.activation != "identity":
                 raise UnsupportedError(f"from_torch: {name}: {type(m).__name__} must follow an "

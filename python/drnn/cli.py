@@ -338,7 +338,7 @@ def _add_load_options(p):
                    help="PyTorch: the recurrent layers return only the last step")
     p.add_argument("--dense-activations", metavar="A,B,...",
                    help="PyTorch: activation after each Linear layer, in order "
-                        "(identity, relu, tanh, sigmoid, softmax)")
+                        "(identity, relu, tanh, sigmoid, softmax, log_softmax)")
     p.add_argument("--ignore-masking", action="store_true",
                    help="Keras: load a model with Masking / Embedding(mask_zero=True) as the "
                         "plain stack, without its masking")

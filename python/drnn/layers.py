@@ -149,14 +149,17 @@ class Embedding(Layer):
 
 
 _DENSE_ACTIVATIONS = {"identity": "linear", "linear": "linear", "relu": "relu",
-                      "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "linear"}
+                      "tanh": "tanh", "sigmoid": "sigmoid", "softmax": "linear",
+                      "log_softmax": "linear"}
+# Row-wise heads after the activation, as the C dense kernel numbers them.
+_SOFTMAX_MODES = {"softmax": 1, "log_softmax": 2}
 
 
 class Dense(Layer):
     """y = activation(x W^T + b) over the last axis, W of shape (out, in) like nn.Linear.
 
-    activation: identity (alias linear), relu, tanh, sigmoid or softmax (over
-    the last axis).  bias=None draws a random bias when weight is None too;
+    activation: identity (alias linear), relu, tanh, sigmoid, softmax or
+    log_softmax (the last two over the last axis).  bias=None draws a random bias when weight is None too;
     bias=False means no bias.
     """
 
@@ -217,7 +220,8 @@ class Dense(Layer):
     def _forward(self, x, lengths, state, num_threads=None):
         rows = np.ascontiguousarray(x.reshape(-1, self.in_features), dtype=np.float32)
         y = self._kernel.forward(rows, (_DENSE_ACTIVATIONS[self.activation], 0.0, 0.0),
-                                 softmax=self.activation == "softmax", num_threads=num_threads)
+                                 softmax=_SOFTMAX_MODES.get(self.activation, 0),
+                                 num_threads=num_threads)
         return y.reshape(x.shape[:-1] + (self.out_features,)), None
 
 

@@ -53,7 +53,7 @@ import numpy as np
 
 from . import _core
 from .errors import DrnnError, DtypeError, ShapeError, UnsupportedError
-from .layers import Dense, Embedding, Recurrent, _DENSE_ACTIVATIONS
+from .layers import _DENSE_ACTIVATIONS, _SOFTMAX_MODES, Dense, Embedding, Recurrent
 
 __all__ = ["Stream", "StreamBusyError"]
 
@@ -77,7 +77,7 @@ def _stages(model):
         elif isinstance(layer, Dense):
             stages.append(("dense", layer._kernel,
                            (_DENSE_ACTIVATIONS[layer.activation], 0.0, 0.0),
-                           layer.activation == "softmax"))
+                           _SOFTMAX_MODES.get(layer.activation, 0)))
         else:
             raise UnsupportedError(f"stream: layer {i} is a {type(layer).__name__}, "
                                    "which streams do not support")

@@ -72,7 +72,7 @@ _RECURRENT = {"SimpleRNN": ("RNN", 1, None), "LSTM": ("LSTM", 4, [0, 1, 2, 3]),
               "GRU": ("GRU", 3, [1, 0, 2])}   # drnn kind, gates, Keras->PyTorch block order
 _KNOWN = _IGNORED | set(_RECURRENT) | {"Masking", "Embedding", "Bidirectional", "Dense"}
 _DENSE_ACTS = {"linear": "identity", "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid",
-               "softmax": "softmax"}
+               "softmax": "softmax", "log_softmax": "log_softmax"}
 
 
 def _import_h5py():

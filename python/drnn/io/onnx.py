@@ -458,7 +458,8 @@ def _toposort(path, nodes, available, outputs):
 
 _GLUE = ("Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten",
          "Dropout")
-_HEAD_ACTS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Softmax": "softmax"}
+_HEAD_ACTS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Softmax": "softmax",
+              "LogSoftmax": "log_softmax"}
 _SHAPE_OPS = ("Shape", "Size")
 _CONVERT_TOL = 1e-5
 
@@ -661,7 +662,7 @@ def _assemble(model, chain):
         elif op in _HEAD_ACTS:
             if not last or last[0] != "dense" or last[3] != "identity":
                 _refuse(n, "applies an activation that does not follow a dense layer")
-            if op == "Softmax":
+            if op in ("Softmax", "LogSoftmax"):
                 axis = int(n.attrs.get("axis", -1 if model.opset >= 13 else 1))
                 if axis not in (-1, 1, 2):
                     _refuse(n, f"takes softmax over axis {axis}; drnn's is over features")
