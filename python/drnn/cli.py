@@ -92,7 +92,9 @@ def _convert(args):
             raise UnsupportedError(msg if msg.startswith(args.file) else
                                    f"{args.file}: {msg}") from None
     model.save(args.output)
-    print(f"wrote {args.output}: {len(model.layers)} layers, {model.num_parameters:,} parameters")
+    n = len(model.layers)
+    print(f"wrote {args.output}: {n} layer{'s' if n != 1 else ''}, "
+          f"{model.num_parameters:,} parameters")
     for note in (getattr(model, "source", None) or {}).get("converted", []):
         print(f"  {note}")
     return 0
