@@ -193,10 +193,8 @@ def _open_source(path, h5py, architecture):
                 read.append("config.json")
             if "model.weights.h5" not in names:
                 raise FormatError(f"{path}: the .keras archive has no model.weights.h5")
-            info = zf.getinfo("model.weights.h5")
-            if info.file_size > 4 * max(size, 1) + (1 << 20) and info.compress_type != zipfile.ZIP_STORED \
-                    and info.file_size > (8 << 30):
-                raise FormatError(f"{path}: model.weights.h5 claims {info.file_size} bytes")
+            from ._zipcheck import check_zip
+            check_zip(zf, path)         # zip bombs, duplicates, members past the end
             try:
                 data = zf.read("model.weights.h5")
             except (zipfile.BadZipFile, OSError, EOFError) as e:
