@@ -7,6 +7,7 @@ the JSON of DRNN.config().  Saving and loading round-trip bit for bit.
 """
 import json
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def _read_npz(path):
                     raise FormatError(f"{path}: member {name!r} is not a .npy array")
                 raw = z.read(info)
                 arrays[name[:-4]] = _read_npy(path, name, io.BytesIO(raw), len(raw))
-    except (OSError, zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as e:
+    except (OSError, zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, zlib.error) as e:
         raise FormatError(f"{path}: not a readable .npz ({e})") from None
     meta = {}
     for key in ("__format__", "__format_version__", "__architecture__"):
@@ -69,8 +70,9 @@ def _read_npy(path, name, f, size):
             shape, fortran, dtype = fmt.read_array_header_2_0(f)
         else:
             raise ValueError(f"unknown .npy version {version}")
-    except (ValueError, SyntaxError, TypeError, EOFError) as e:
-        raise FormatError(f"{path}: member {name!r} has a damaged .npy header ({e})") from None
+    except Exception as e:       # numpy parses the header dict with tokenize/ast: anything
+        raise FormatError(f"{path}: member {name!r} has a damaged .npy header "
+                          f"({type(e).__name__}: {e})") from None
     if dtype.hasobject:
         raise FormatError(f"{path}: member {name!r} holds Python objects (a pickle); drnn never "
                           "loads pickled data from an .npz")
@@ -143,11 +145,22 @@ def load(path, architecture=None):
         params[int(parts[1])][parts[2]] = arr
     layers = []
     for i, (cfg, p) in enumerate(zip(configs, params)):
+        # Sizes come from the tensors, never from the configuration alone: a layer
+        # without its tensors would be drawn at random at the configuration's size,
+        # and num_layers drives loops before any shape is checked.
+        kind = cfg.get("type")
+        if not p or (kind == "Embedding" and "weight" not in p):
+            raise FormatError(f"{path}: layer {i} ({kind}) has no weights in the file")
+        n = cfg.get("num_layers", 1)
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= len(p):
+            raise FormatError(f"{path}: layer {i}: num_layers {n!r} does not match its "
+                              f"{len(p)} tensors")
         try:
             layers.append(Layer.from_config(cfg, p))
         except DrnnError as e:
             raise type(e)(f"{path}: layer {i}: {e}") from None
-        except (TypeError, ValueError, KeyError) as e:   # unknown or ill-typed config keys
+        except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as e:
+            # unknown or ill-typed config keys
             raise FormatError(f"{path}: layer {i}: bad configuration ({e})") from None
     try:
         model = DRNN(layers)

@@ -25,6 +25,8 @@ __all__ = ["load_onnx", "OnnxModel", "SUPPORTED_OPS"]
 
 SUPPORTED_OPS = tuple(sorted(set(ops.OPS) | set(ops.RECURRENT_OPS)))
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+# what numpy / int() / float() raise on ill-formed values from a file
+_BAD_VALUE = (ValueError, TypeError, IndexError, KeyError, AttributeError, ArithmeticError)
 
 
 def _import_onnx():
@@ -207,7 +209,7 @@ class OnnxModel:
                     res = ops.OPS[n.op](n.ctx, args)
             except DrnnError:
                 raise
-            except (ValueError, TypeError, IndexError) as e:
+            except _BAD_VALUE as e:
                 raise ShapeError(f"{n.where}: {e}") from None
             for name, val in zip(n.outputs, res):
                 if name:
@@ -382,8 +384,12 @@ def load_onnx(path):
                     for k, i in ops.SLOT.items()}
             given = {k: len(n.inputs) > i and bool(n.inputs[i]) for k, i in ops.SLOT.items()}
             if all(args[k] is not None or not given[k] for k in ("W", "R", "B", "P")):
-                n.layer = ops.recurrent_layer(n.op, n.attrs, args["W"], args["R"], args["B"],
-                                              args["P"], n.where, notes)
+                try:
+                    n.layer = ops.recurrent_layer(n.op, n.attrs, args["W"], args["R"], args["B"],
+                                                  args["P"], n.where, notes)
+                except _BAD_VALUE as e:      # ill-typed attributes (hidden_size="x", ...)
+                    raise FormatError(f"{n.where}: bad attribute or weight "
+                                      f"({type(e).__name__}: {e})") from None
                 source["read"].append(
                     f"node {n.name!r}: {n.op} {n.attrs.get('direction', 'forward')}, "
                     f"hidden_size {n.layer.hidden_size}, input {n.layer.input_size}, "
@@ -397,7 +403,7 @@ def load_onnx(path):
                 res = ops.OPS[n.op](n.ctx, [consts[i] if i else None for i in n.inputs])
             except DrnnError as e:
                 raise type(e)(f"{e}") from None
-            except (ValueError, TypeError, IndexError) as e:
+            except _BAD_VALUE as e:
                 raise FormatError(f"{n.where}: cannot evaluate constant node: {e}") from None
             for name, v in zip(n.outputs, res):
                 if name:
