@@ -49,6 +49,9 @@ import pytest
 import drnn
 from drnn.errors import DrnnError
 
+# mutated inputs make numpy / zipfile warn (casts of NaN, duplicate zip names): not findings
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "fixtures")
 TIME_LIMIT = 10.0                 # seconds per example (loads take milliseconds)
@@ -915,7 +918,7 @@ class Campaign:
 # the suite: a bounded, deterministic number of examples per format
 # ---------------------------------------------------------------------------
 
-SUITE_EXAMPLES = {"pt": 60, "safetensors": 60, "npz": 50, "keras": 30, "h5": 30, "onnx": 50}
+SUITE_EXAMPLES = {"pt": 100, "safetensors": 150, "npz": 100, "keras": 60, "h5": 60, "onnx": 150}
 
 
 @pytest.fixture(scope="module")
@@ -1095,3 +1098,23 @@ def test_h5_bomb_with_consistent_config(tmp_path, kind):
                                       compression="gzip", compression_opts=9)
                 ds[:2**16] = 0.0
     _expect_refused(str(p))
+
+
+def test_known_hdf5_hang_on_corrupt_global_heap():
+    """Upstream limitation, kept as a reproducer: the HDF5 C library (2.0.0, bundled with
+    h5py 3.16) loops forever reading a variable-length string attribute whose global
+    heap collection is zeroed (found by scripts/fuzz.py --format h5).  Nothing in
+    Python can interrupt it; services loading untrusted .h5 / .keras files should do
+    so in a subprocess with a timeout (or convert them to .safetensors in one)."""
+    pytest.importorskip("h5py")
+    import subprocess
+    import sys
+    path = os.path.join(FIXTURES, "hostile", "h5_global_heap_hang.h5")
+    code = ("import drnn, sys\ntry:\n    drnn.load(sys.argv[1])\nexcept drnn.DrnnError:\n"
+            "    print('refused')\n")
+    try:
+        out = subprocess.run([sys.executable, "-c", code, path], capture_output=True,
+                             text=True, timeout=3)
+    except subprocess.TimeoutExpired:
+        pytest.xfail("HDF5 hangs on this file (upstream); see the docstring")
+    assert out.returncode == 0 and "refused" in out.stdout, out.stderr[-2000:]
