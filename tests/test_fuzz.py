@@ -1118,3 +1118,17 @@ def test_known_hdf5_hang_on_corrupt_global_heap():
     except subprocess.TimeoutExpired:
         pytest.xfail("HDF5 hangs on this file (upstream); see the docstring")
     assert out.returncode == 0 and "refused" in out.stdout, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("src", ["torch/rnn_relu_nobias.pt", "keras/lstm_hardsig_dense.keras",
+                                 "embedding_lstm_linear.npz"])
+def test_zip_needing_a_newer_zip_version(tmp_path, src):
+    """zipfile raises NotImplementedError ("zip file version 12.8") for these: a FormatError."""
+    if src.endswith(".keras"):
+        pytest.importorskip("h5py")
+    b = bytearray(open(os.path.join(FIXTURES, src), "rb").read())
+    i = b.find(b"PK\x01\x02")
+    b[i + 6] = 128                      # version needed to extract: 12.8
+    p = tmp_path / os.path.basename(src)
+    p.write_bytes(bytes(b))
+    assert check_file(str(p)) == "refused"

@@ -113,7 +113,7 @@ def load_keras(path, *, architecture=None, ignore_masking=False):
             msg = f"{path}: {msg}"
         raise type(e)(msg) from None
     except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError,
-            zipfile.BadZipFile, RuntimeError, zlib.error) as e:
+            zipfile.BadZipFile, RuntimeError, zlib.error, NotImplementedError) as e:
         raise FormatError(f"{path}: not a readable Keras file ({type(e).__name__}: {e})") from None
     return model
 
@@ -177,7 +177,7 @@ def _open_source(path, h5py, architecture):
         try:
             zf = zipfile.ZipFile(path)
             names = set(zf.namelist())
-        except (zipfile.BadZipFile, OSError) as e:
+        except (zipfile.BadZipFile, OSError, NotImplementedError) as e:
             raise FormatError(f"{path}: a damaged or truncated zip archive ({e})") from None
         closers = [zf]
         try:

@@ -45,7 +45,8 @@ def _read_npz(path):
                     raise FormatError(f"{path}: member {name!r} is not a .npy array")
                 raw = z.read(info)
                 arrays[name[:-4]] = _read_npy(path, name, io.BytesIO(raw), len(raw))
-    except (OSError, zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, zlib.error) as e:
+    except (OSError, zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, zlib.error,
+            NotImplementedError) as e:      # zipfile: "zip file version 12.8"
         raise FormatError(f"{path}: not a readable .npz ({e})") from None
     meta = {}
     for key in ("__format__", "__format_version__", "__architecture__"):
