@@ -1135,3 +1135,28 @@ def test_zip_needing_a_newer_zip_version(tmp_path, src):
     p = tmp_path / os.path.basename(src)
     p.write_bytes(bytes(b))
     assert check_file(str(p)) == "refused"
+
+
+@pytest.mark.parametrize("op", ["ConstantOfShape", "Expand", "Tile", "Range"])
+def test_onnx_constant_folding_bombs(tmp_path, op):
+    """A constant computed at load time from a few bytes of the file, declaring GBs."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper as oh, numpy_helper as nh
+    big = np.array([65536, 32768], np.int64)            # 2**31 elements
+    inits = [nh.from_array(big, "shape"), nh.from_array(np.zeros((1, 1), np.float32), "one"),
+             nh.from_array(np.array([1, 1], np.int64), "reps1"),
+             nh.from_array(np.array(0.0, np.float32), "start"),
+             nh.from_array(np.array(2.0**31, np.float32), "limit"),
+             nh.from_array(np.array(1.0, np.float32), "delta")]
+    node = {"ConstantOfShape": oh.make_node("ConstantOfShape", ["shape"], ["c"]),
+            "Expand": oh.make_node("Expand", ["one", "shape"], ["c"]),
+            "Tile": oh.make_node("Tile", ["one", "shape"], ["c"]),
+            "Range": oh.make_node("Range", ["start", "limit", "delta"], ["c"])}[op]
+    add = oh.make_node("Add", ["x", "c"], ["y"])
+    g = oh.make_graph([node, add], "bomb", [oh.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                      [1])],
+                      [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    m = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)])
+    p = tmp_path / "bomb.onnx"
+    p.write_bytes(m.SerializeToString())
+    _expect_refused(str(p))

@@ -378,6 +378,7 @@ def load_onnx(path):
     # -- fold constants; build recurrent layers ----------------------------
     run_nodes = []
     notes = {"inferred": source["inferred"], "defaulted": source["defaulted"]}
+    fold_limit = max(1 << 24, 4 * os.path.getsize(path))      # elements
     for n in nodes:
         if n.op in ops.RECURRENT_OPS:
             args = {k: (consts.get(n.inputs[i]) if len(n.inputs) > i and n.inputs[i] else None)
@@ -400,7 +401,8 @@ def load_onnx(path):
             continue
         if all((not i) or i in consts for i in n.inputs):
             try:
-                res = ops.OPS[n.op](n.ctx, [consts[i] if i else None for i in n.inputs])
+                with ops.size_limit(fold_limit):     # constants: sized by the file
+                    res = ops.OPS[n.op](n.ctx, [consts[i] if i else None for i in n.inputs])
             except DrnnError as e:
                 raise type(e)(f"{e}") from None
             except _BAD_VALUE as e:
