@@ -1028,7 +1028,7 @@ def test_h5_declared_size_bombs(tmp_path, kind):
 
 
 @pytest.mark.parametrize("location", ["/etc/passwd", "../../../../../../etc/passwd",
-                                      "link.bin", "missing.bin"])
+                                      "link.bin", "missing.bin", "w\0.bin", "", "."])
 def test_onnx_external_data_confined(tmp_path, location):
     onnx = pytest.importorskip("onnx")
     src = os.path.join(FIXTURES, "onnx", "torch_lstm_bi_2layer_linear.onnx")
@@ -1159,4 +1159,24 @@ def test_onnx_constant_folding_bombs(tmp_path, op):
     m = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)])
     p = tmp_path / "bomb.onnx"
     p.write_bytes(m.SerializeToString())
+    _expect_refused(str(p))
+
+
+def test_npz_negative_dimension(tmp_path):
+    bio = io.BytesIO()
+    np.savez(bio, x=np.zeros(4, np.float32))
+    members = [(n, _npy_header((-1,), "<f4") + b"\0" * 16 if n == "x.npy" else d, c)
+               for n, d, c in read_zip(bio.getvalue())]
+    p = tmp_path / "neg.npz"
+    p.write_bytes(write_zip(members))
+    _expect_refused(str(p))
+
+
+def test_onnx_op_type_not_utf8(tmp_path):
+    """protobuf hands back bytes for strings that are not UTF-8."""
+    pytest.importorskip("onnx")
+    b = open(os.path.join(FIXTURES, "onnx", "helper_lstm_all_options.onnx"), "rb").read()
+    assert b"\x04LSTM" in b
+    p = tmp_path / "bad.onnx"
+    p.write_bytes(b.replace(b"\x04LSTM", b"\x04\xffSTM", 1))
     _expect_refused(str(p))

@@ -45,7 +45,7 @@ def _read_npz(path):
                     raise FormatError(f"{path}: member {name!r} is not a .npy array")
                 raw = z.read(info)
                 arrays[name[:-4]] = _read_npy(path, name, io.BytesIO(raw), len(raw))
-    except (OSError, zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, zlib.error,
+    except (OSError, zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, zlib.error, ValueError,
             NotImplementedError) as e:      # zipfile: "zip file version 12.8"
         raise FormatError(f"{path}: not a readable .npz ({e})") from None
     meta = {}
@@ -79,6 +79,9 @@ def _read_npy(path, name, f, size):
                           "loads pickled data from an .npz")
     if dtype.kind not in "biuf" or dtype.itemsize == 0:
         raise FormatError(f"{path}: member {name!r} has dtype {dtype}; expected numbers")
+    if not all(type(d) is int and d >= 0 for d in shape):
+        raise FormatError(f"{path}: member {name!r} declares shape {shape}: negative or "
+                          "non-integer dimensions")
     count = 1
     for d in shape:
         count *= d

@@ -269,8 +269,8 @@ def _load_external(onnx, path, t):
     info = {e.key: e.value for e in t.external_data}
     loc = info.get("location", "")
     base = os.path.realpath(os.path.dirname(os.path.abspath(path)))
-    full = os.path.realpath(os.path.join(base, loc)) if loc else ""
-    if (not loc or os.path.isabs(loc) or "\0" in loc
+    full = os.path.realpath(os.path.join(base, loc)) if loc and "\0" not in loc else ""
+    if (not full or os.path.isabs(loc)
             or os.path.commonpath([base, full]) != base or full == base):
         raise FormatError(f"{where}: external data location {loc!r} is not a file inside the "
                           f"model's folder {base!r}; refused")
@@ -366,7 +366,7 @@ def load_onnx(path):
         n.layer = None
         nodes.append(n)
     if unsupported:
-        names = sorted(set(unsupported))
+        names = sorted(set(map(str, unsupported)))    # protobuf gives bytes for bad UTF-8
         raise UnsupportedError(
             f"{path}: unsupported ONNX operator{'s' if len(names) > 1 else ''} "
             f"{', '.join(names)}; drnn runs LSTM, GRU, RNN and the glue ops "
