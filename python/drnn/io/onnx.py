@@ -388,6 +388,8 @@ def load_onnx(path):
                 try:
                     n.layer = ops.recurrent_layer(n.op, n.attrs, args["W"], args["R"], args["B"],
                                                   args["P"], n.where, notes)
+                except DrnnError:
+                    raise
                 except _BAD_VALUE as e:      # ill-typed attributes (hidden_size="x", ...)
                     raise FormatError(f"{n.where}: bad attribute or weight "
                                       f"({type(e).__name__}: {e})") from None
