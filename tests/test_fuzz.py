@@ -1180,3 +1180,27 @@ def test_onnx_op_type_not_utf8(tmp_path):
     p = tmp_path / "bad.onnx"
     p.write_bytes(b.replace(b"\x04LSTM", b"\x04\xffSTM", 1))
     _expect_refused(str(p))
+
+
+def _pb_field(num, payload):
+    """A length-delimited protobuf field."""
+    def varint(v):
+        out = bytearray()
+        while True:
+            b, v = v & 0x7F, v >> 7
+            out.append(b | (0x80 if v else 0))
+            if not v:
+                return bytes(out)
+    return varint(num << 3 | 2) + varint(len(payload)) + payload
+
+
+def test_onnx_deeply_nested_protobuf(tmp_path):
+    """Graph -> node -> attribute -> graph ... 1000 levels deep: refused, no RecursionError."""
+    pytest.importorskip("onnx")
+    g = b""
+    for _ in range(1000):
+        g = _pb_field(1, _pb_field(5, _pb_field(6, g)))   # GraphProto.node.attribute.g
+    model = b"\x08\x07" + _pb_field(7, g)                  # ir_version 7, ModelProto.graph
+    p = tmp_path / "deep.onnx"
+    p.write_bytes(model)
+    _expect_refused(str(p))
