@@ -1204,3 +1204,18 @@ def test_onnx_deeply_nested_protobuf(tmp_path):
     p = tmp_path / "deep.onnx"
     p.write_bytes(model)
     _expect_refused(str(p))
+
+
+def test_onnx_expand_to_45_dimensions(tmp_path):
+    """numpy raises RuntimeError ("up to 32 dimensions") for this: a drnn error instead."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper as oh, numpy_helper as nh
+    inits = [nh.from_array(np.ones(45, np.int64), "shape"),
+             nh.from_array(np.zeros((1, 1), np.float32), "one")]
+    g = oh.make_graph([oh.make_node("Expand", ["one", "shape"], ["c"]),
+                       oh.make_node("Add", ["x", "c"], ["y"])], "deep",
+                      [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                      [oh.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    p = tmp_path / "deep.onnx"
+    p.write_bytes(oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString())
+    _expect_refused(str(p))

@@ -26,7 +26,8 @@ __all__ = ["load_onnx", "OnnxModel", "SUPPORTED_OPS"]
 SUPPORTED_OPS = tuple(sorted(set(ops.OPS) | set(ops.RECURRENT_OPS)))
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 # what numpy / int() / float() raise on ill-formed values from a file
-_BAD_VALUE = (ValueError, TypeError, IndexError, KeyError, AttributeError, ArithmeticError)
+_BAD_VALUE = (ValueError, TypeError, IndexError, KeyError, AttributeError, ArithmeticError,
+              RuntimeError)     # numpy: "only supports up to 32 dimensions"
 
 
 def _import_onnx():
