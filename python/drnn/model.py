@@ -107,6 +107,10 @@ class DRNN:
             if arr.dtype.kind not in "iu":
                 raise DtypeError(f"{what}: this model starts with an Embedding and takes integer "
                                  f"token ids, got dtype {arr.dtype}")
+            if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and arr.size \
+                    and int(arr.max()) > np.iinfo(np.int64).max:     # would wrap to negative
+                n = self.layers[0].num_embeddings
+                raise ShapeError(f"{what}: token id {int(arr.max())} is outside [0, {n})")
             return arr.astype(np.int64, copy=False)
         if arr.dtype.kind not in "fiub" or arr.dtype.kind == "b":
             raise DtypeError(f"{what}: expected real numbers (float32 preferred), got dtype {arr.dtype}")
@@ -131,8 +135,6 @@ class DRNN:
                                         else f"a 2-D (time, {F}) array") + f", got shape {s.shape}")
                 if not self.takes_tokens and s.shape[1] != F:
                     raise ShapeError(f"sequence {i}: expected {F} features, got {s.shape[1]}")
-                if s.shape[0] < 1:
-                    raise ShapeError(f"sequence {i}: expected at least one time step, got 0")
                 seqs.append(s)
             lens = np.array([len(s) for s in seqs], dtype=np.int32)
             T = int(lens.max())
@@ -172,8 +174,6 @@ class DRNN:
                 lens = None          # all full: the fast path, same numbers
         else:
             lens = None
-        if T < 1:
-            raise ShapeError(f"x: expected at least one time step, got shape {given_shape}")
         if not self.takes_tokens:
             x = np.ascontiguousarray(x, dtype=np.float32)
         return x, lens, form, None
@@ -236,6 +236,8 @@ class DRNN:
         batch, lens, form, list_lens = self._prepare(x, lengths)
         B = batch.shape[0]
         states = self._prepare_state(initial_state, B, form == "single")
+        if batch.shape[1] == 0 or (list_lens is not None and not list_lens.all()):
+            return self._predict_empty(batch, form, list_lens, states, return_state, num_threads)
         value = batch
         final_states = []
         rec_idx = 0
@@ -261,11 +263,59 @@ class DRNN:
             out = value
         if not return_state:
             return out
+        return out, self._user_states(final_states, form == "single")
+
+    @staticmethod
+    def _user_states(final_states, unbatched):
+        """Per recurrent layer [h, (c)] (L*D, B, .) -> predict()'s return_state layout."""
         user_states = []
         for st in final_states:
-            if form == "single":
+            if unbatched:
                 st = [s[:, 0, :] for s in st]
             user_states.append(st[0] if len(st) == 1 else tuple(st))
         if len(user_states) == 1:
             user_states = user_states[0]
-        return out, user_states
+        return user_states
+
+    def _predict_empty(self, batch, form, list_lens, states, return_state, num_threads):
+        """Sequences of zero time steps: an empty output, the initial state as final state.
+
+        A list mixing empty and non-empty sequences runs the non-empty ones as one
+        batch (their numbers are the same alone or in a batch) and fills in the rest."""
+        if not self._returns_sequences:
+            raise ShapeError("x: a sequence of zero time steps has no last step to output "
+                             "(this model returns only the last step)")
+        rec = [self.layers[i] for i in self._recurrent]
+        B = batch.shape[0]
+        final = []
+        for layer, st in zip(rec, states):
+            if st is None:
+                st = [np.zeros((LD, B, W), np.float32) for LD, W in layer.state_shapes]
+            final.append([np.array(a, dtype=np.float32, copy=True) for a in st])
+        empty_out = np.zeros((0, self.output_size), np.float32)
+        if form == "list":
+            outs = [empty_out.copy() for _ in range(B)]
+            keep = np.flatnonzero(list_lens)
+            if keep.size:
+                seqs = [batch[i, :list_lens[i]] for i in keep]
+                sub_state = self._user_states([[a[:, keep] for a in st] for st in final], False) \
+                    if final else None
+                res = self.predict(seqs, initial_state=sub_state, return_state=bool(final),
+                                   num_threads=num_threads)
+                ys, sts = res if final else (res, None)
+                for i, y in zip(keep, ys):
+                    outs[i] = y
+                if final:
+                    sts = [sts] if len(final) == 1 else sts
+                    for st, new in zip(final, sts):
+                        new = list(new) if isinstance(new, tuple) else [new]
+                        for a, b in zip(st, new):
+                            a[:, keep] = b
+            out = outs
+        elif form == "single":
+            out = empty_out
+        else:
+            out = np.zeros((B, 0, self.output_size), np.float32)
+        if not return_state:
+            return out
+        return out, self._user_states(final, form == "single")

@@ -45,7 +45,7 @@ def detect_format(path):
         try:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
-        except (zipfile.BadZipFile, OSError, ValueError) as e:
+        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as e:
             raise FormatError(f"{path}: a damaged zip archive ({e})") from None
         if any(n.endswith("data.pkl") or n.endswith("constants.pkl") for n in names):
             return "pytorch"

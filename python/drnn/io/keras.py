@@ -54,6 +54,7 @@ import json
 import os
 import re
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -120,7 +121,7 @@ def load_keras(path, *, architecture=None, ignore_masking=False):
             msg = f"{path}: {msg}"
         raise type(e)(msg) from None
     except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError,
-            zipfile.BadZipFile, RuntimeError) as e:
+            zipfile.BadZipFile, RuntimeError, zlib.error, NotImplementedError) as e:
         raise FormatError(f"{path}: not a readable Keras file ({type(e).__name__}: {e})") from None
     return model
 
@@ -184,7 +185,7 @@ def _open_source(path, h5py, architecture):
         try:
             zf = zipfile.ZipFile(path)
             names = set(zf.namelist())
-        except (zipfile.BadZipFile, OSError) as e:
+        except (zipfile.BadZipFile, OSError, NotImplementedError) as e:
             raise FormatError(f"{path}: a damaged or truncated zip archive ({e})") from None
         closers = [zf]
         try:
@@ -201,10 +202,8 @@ def _open_source(path, h5py, architecture):
                 read.append("config.json")
             if "model.weights.h5" not in names:
                 raise FormatError(f"{path}: the .keras archive has no model.weights.h5")
-            info = zf.getinfo("model.weights.h5")
-            if info.file_size > 4 * max(size, 1) + (1 << 20) and info.compress_type != zipfile.ZIP_STORED \
-                    and info.file_size > (8 << 30):
-                raise FormatError(f"{path}: model.weights.h5 claims {info.file_size} bytes")
+            from ._zipcheck import check_zip
+            check_zip(zf, path)         # zip bombs, duplicates, members past the end
             try:
                 data = zf.read("model.weights.h5")
             except (zipfile.BadZipFile, OSError, EOFError) as e:
@@ -412,6 +411,19 @@ def _chunked_attr(group, name):
     return list(vals.reshape(-1))
 
 
+def _check_stored(ds, key, what):
+    """A dataset's declared size must be stored in the file (HDF5 reads lazily: unwritten
+    chunks read as fill values, and gzip chunks inflate), checked before reading it."""
+    nbytes = int(np.prod(ds.shape, dtype=object)) * ds.dtype.itemsize
+    if nbytes <= 1 << 16:
+        return
+    stored = ds.id.get_storage_size()
+    ratio = 100 if ds.id.get_create_plist().get_nfilters() else 1
+    if nbytes > ratio * stored:
+        raise FormatError(f"{what}: weight {key} declares {tuple(ds.shape)} {ds.dtype} "
+                          f"({nbytes:,} bytes) but the file stores {stored:,} bytes for it")
+
+
 def _array(item, shape, what):
     key, ds = item
     if not hasattr(ds, "shape") or not hasattr(ds, "dtype"):
@@ -421,6 +433,7 @@ def _array(item, shape, what):
                           f"{tuple(shape)}")
     if ds.dtype.kind not in "fiu":
         raise FormatError(f"{what}: weight {key} has dtype {ds.dtype}, expected floats")
+    _check_stored(ds, key, what)
     arr = np.asarray(ds[()], dtype=np.float32)
     if not np.all(np.isfinite(arr)):
         raise FormatError(f"{what}: weight {key} contains NaN or infinity")

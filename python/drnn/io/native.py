@@ -7,6 +7,7 @@ the JSON of DRNN.config().  Saving and loading round-trip bit for bit.
 """
 import json
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -27,13 +28,25 @@ def save(model, path):
 
 
 def _read_npz(path):
-    """An .npz as {name: array} with pickles refused, plus drnn metadata if present."""
+    """An .npz as {name: array} with pickles refused, plus drnn metadata if present.
+
+    Each member's .npy header is parsed and its declared shape and dtype checked
+    against the member's real size before the array is allocated."""
+    import io
+
+    from ._zipcheck import check_zip
+    arrays = {}
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except ValueError as e:          # object arrays need pickle: refused
-        raise FormatError(f"{path}: {e}; drnn never loads pickled data from an .npz") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        with zipfile.ZipFile(path) as z:
+            check_zip(z, path)
+            for info in z.infolist():
+                name = info.filename
+                if not name.endswith(".npy"):
+                    raise FormatError(f"{path}: member {name!r} is not a .npy array")
+                raw = z.read(info)
+                arrays[name[:-4]] = _read_npy(path, name, io.BytesIO(raw), len(raw))
+    except (OSError, zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, zlib.error, ValueError,
+            NotImplementedError) as e:      # zipfile: "zip file version 12.8"
         raise FormatError(f"{path}: not a readable .npz ({e})") from None
     meta = {}
     for key in ("__format__", "__format_version__", "__architecture__"):
@@ -41,8 +54,46 @@ def _read_npz(path):
             raw = arrays.pop(key)
             if raw.dtype != np.uint8 or raw.ndim != 1:
                 raise FormatError(f"{path}: {key} must be UTF-8 bytes (a 1-D uint8 array)")
-            meta[key.strip("_")] = raw.tobytes().decode("utf-8", errors="strict")
+            try:
+                meta[key.strip("_")] = raw.tobytes().decode("utf-8", errors="strict")
+            except UnicodeDecodeError as e:
+                raise FormatError(f"{path}: {key} is not UTF-8 ({e})") from None
     return arrays, meta
+
+
+def _read_npy(path, name, f, size):
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(f)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = fmt.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unknown .npy version {version}")
+    except Exception as e:       # numpy parses the header dict with tokenize/ast: anything
+        raise FormatError(f"{path}: member {name!r} has a damaged .npy header "
+                          f"({type(e).__name__}: {e})") from None
+    if dtype.hasobject:
+        raise FormatError(f"{path}: member {name!r} holds Python objects (a pickle); drnn never "
+                          "loads pickled data from an .npz")
+    if dtype.kind not in "biuf" or dtype.itemsize == 0:
+        raise FormatError(f"{path}: member {name!r} has dtype {dtype}; expected numbers")
+    if not all(type(d) is int and d >= 0 for d in shape):
+        raise FormatError(f"{path}: member {name!r} declares shape {shape}: negative or "
+                          "non-integer dimensions")
+    count = 1
+    for d in shape:
+        count *= d
+    need = count * dtype.itemsize
+    have = size - f.tell()
+    if need > have:
+        raise FormatError(f"{path}: member {name!r} declares shape {shape} of {dtype} "
+                          f"({need:,} bytes) but holds {have:,}; truncated or corrupt")
+    arr = np.frombuffer(f.getbuffer(), dtype=dtype, count=count, offset=f.tell())
+    arr = arr.reshape(shape[::-1]).transpose() if fortran else arr.reshape(shape)
+    return arr.astype(dtype.newbyteorder("="), copy=True) if dtype.byteorder not in "=|" \
+        else arr.copy()
 
 
 def _parse_architecture(path, architecture):
@@ -98,11 +149,22 @@ def load(path, architecture=None):
         params[int(parts[1])][parts[2]] = arr
     layers = []
     for i, (cfg, p) in enumerate(zip(configs, params)):
+        # Sizes come from the tensors, never from the configuration alone: a layer
+        # without its tensors would be drawn at random at the configuration's size,
+        # and num_layers drives loops before any shape is checked.
+        kind = cfg.get("type")
+        if not p or (kind == "Embedding" and "weight" not in p):
+            raise FormatError(f"{path}: layer {i} ({kind}) has no weights in the file")
+        n = cfg.get("num_layers", 1)
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= len(p):
+            raise FormatError(f"{path}: layer {i}: num_layers {n!r} does not match its "
+                              f"{len(p)} tensors")
         try:
             layers.append(Layer.from_config(cfg, p))
         except DrnnError as e:
             raise type(e)(f"{path}: layer {i}: {e}") from None
-        except (TypeError, ValueError, KeyError) as e:   # unknown or ill-typed config keys
+        except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as e:
+            # unknown or ill-typed config keys
             raise FormatError(f"{path}: layer {i}: bad configuration ({e})") from None
     try:
         model = DRNN(layers)

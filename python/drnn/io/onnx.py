@@ -25,6 +25,9 @@ __all__ = ["load_onnx", "OnnxModel", "SUPPORTED_OPS"]
 
 SUPPORTED_OPS = tuple(sorted(set(ops.OPS) | set(ops.RECURRENT_OPS)))
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+# what numpy / int() / float() raise on ill-formed values from a file
+_BAD_VALUE = (ValueError, TypeError, IndexError, KeyError, AttributeError, ArithmeticError,
+              RuntimeError)     # numpy: "only supports up to 32 dimensions"
 
 
 def _import_onnx():
@@ -63,6 +66,9 @@ def _attr_value(onnx, numpy_helper, attr, where):
 
 
 def _to_array(numpy_helper, tensor, where):
+    if tensor.data_location == 1:    # EXTERNAL outside the initializers: never read
+        raise FormatError(f"{where}: tensor {tensor.name!r} refers to external data; only "
+                          "initializers may, inside the model's folder")
     try:
         arr = numpy_helper.to_array(tensor)
     except Exception as e:   # malformed raw_data, bad dims, unknown dtype
@@ -211,7 +217,7 @@ class OnnxModel:
                     res = ops.OPS[n.op](n.ctx, args)
             except DrnnError:
                 raise
-            except (ValueError, TypeError, IndexError) as e:
+            except _BAD_VALUE as e:
                 raise ShapeError(f"{n.where}: {e}") from None
             for name, val in zip(n.outputs, res):
                 if name:
@@ -259,13 +265,63 @@ def _parse(path):
     g = model.graph
     if model.ir_version <= 0 or not model.HasField("graph") or not g.output:
         raise FormatError(f"{path}: not an ONNX model (no ir_version, graph or graph outputs)")
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in g.initializer):
-        try:
-            from onnx.external_data_helper import load_external_data_for_model
-            load_external_data_for_model(model, os.path.dirname(os.path.abspath(path)))
-        except Exception as e:
-            raise FormatError(f"{path}: cannot load external tensor data: {e}") from None
+    for t in g.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            _load_external(onnx, path, t)
     return onnx, numpy_helper, model
+
+
+# bytes per element of the ONNX types an external initializer may hold
+_ITEMSIZE = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}
+
+
+def _load_external(onnx, path, t):
+    """Read an initializer's external data into raw_data, confined to the model's folder.
+
+    The location must be a relative path that resolves (symlinks followed) to a
+    regular file inside the .onnx file's directory; offset and length must lie
+    inside that file and match the tensor's declared size -- all checked before
+    anything is read.  Anything else (absolute paths, '..', /etc/passwd) is refused."""
+    where = f"{path}: initializer {t.name!r}"
+    info = {e.key: e.value for e in t.external_data}
+    loc = info.get("location", "")
+    base = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    full = os.path.realpath(os.path.join(base, loc)) if loc and "\0" not in loc else ""
+    if (not full or os.path.isabs(loc)
+            or os.path.commonpath([base, full]) != base or full == base):
+        raise FormatError(f"{where}: external data location {loc!r} is not a file inside the "
+                          f"model's folder {base!r}; refused")
+    if not os.path.isfile(full):
+        raise FormatError(f"{where}: external data file {loc!r} does not exist (or is not a "
+                          "regular file)")
+    itemsize = _ITEMSIZE.get(t.data_type)
+    if itemsize is None:
+        raise UnsupportedError(f"{where}: external data of ONNX type {t.data_type} is not "
+                               "supported")
+    count = 1
+    for d in t.dims:
+        if d < 0:
+            raise FormatError(f"{where}: negative dimension in {list(t.dims)}")
+        count *= d
+    need = count * itemsize
+    try:
+        offset = int(info.get("offset", 0))
+        length = int(info.get("length", need))
+    except ValueError:
+        raise FormatError(f"{where}: external data offset/length are not integers") from None
+    size = os.path.getsize(full)
+    if offset < 0 or length != need or offset + length > size:
+        raise FormatError(f"{where}: external data [{offset}, {offset}+{length}) of {loc!r} "
+                          f"({size} bytes) does not hold the declared {list(t.dims)} "
+                          f"({need} bytes)")
+    with open(full, "rb") as f:
+        f.seek(offset)
+        data = f.read(need)
+    if len(data) != need:
+        raise FormatError(f"{where}: external data file {loc!r} is truncated")
+    t.raw_data = data
+    t.data_location = onnx.TensorProto.DEFAULT
+    del t.external_data[:]
 
 
 def load_onnx(path):
@@ -327,7 +383,7 @@ def load_onnx(path):
         n.layer = None
         nodes.append(n)
     if unsupported:
-        names = sorted(set(unsupported))
+        names = sorted(set(map(str, unsupported)))    # protobuf gives bytes for bad UTF-8
         raise UnsupportedError(
             f"{path}: unsupported ONNX operator{'s' if len(names) > 1 else ''} "
             f"{', '.join(names)}; drnn runs LSTM, GRU, RNN and the glue ops "
@@ -339,14 +395,21 @@ def load_onnx(path):
     # -- fold constants; build recurrent layers ----------------------------
     run_nodes = []
     notes = {"inferred": source["inferred"], "defaulted": source["defaulted"]}
+    fold_limit = max(1 << 24, 4 * os.path.getsize(path))      # elements
     for n in nodes:
         if n.op in ops.RECURRENT_OPS:
             args = {k: (consts.get(n.inputs[i]) if len(n.inputs) > i and n.inputs[i] else None)
                     for k, i in ops.SLOT.items()}
             given = {k: len(n.inputs) > i and bool(n.inputs[i]) for k, i in ops.SLOT.items()}
             if all(args[k] is not None or not given[k] for k in ("W", "R", "B", "P")):
-                n.layer = ops.recurrent_layer(n.op, n.attrs, args["W"], args["R"], args["B"],
-                                              args["P"], n.where, notes)
+                try:
+                    n.layer = ops.recurrent_layer(n.op, n.attrs, args["W"], args["R"], args["B"],
+                                                  args["P"], n.where, notes)
+                except DrnnError:
+                    raise
+                except _BAD_VALUE as e:      # ill-typed attributes (hidden_size="x", ...)
+                    raise FormatError(f"{n.where}: bad attribute or weight "
+                                      f"({type(e).__name__}: {e})") from None
                 source["read"].append(
                     f"node {n.name!r}: {n.op} {n.attrs.get('direction', 'forward')}, "
                     f"hidden_size {n.layer.hidden_size}, input {n.layer.input_size}, "
@@ -357,10 +420,11 @@ def load_onnx(path):
             continue
         if all((not i) or i in consts for i in n.inputs):
             try:
-                res = ops.OPS[n.op](n.ctx, [consts[i] if i else None for i in n.inputs])
+                with ops.size_limit(fold_limit):     # constants: sized by the file
+                    res = ops.OPS[n.op](n.ctx, [consts[i] if i else None for i in n.inputs])
             except DrnnError as e:
                 raise type(e)(f"{e}") from None
-            except (ValueError, TypeError, IndexError) as e:
+            except _BAD_VALUE as e:
                 raise FormatError(f"{n.where}: cannot evaluate constant node: {e}") from None
             for name, v in zip(n.outputs, res):
                 if name:

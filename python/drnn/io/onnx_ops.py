@@ -17,6 +17,9 @@ sequence_lens, initial_h and initial_c between ONNX's layouts and the
 kernels' batch-first one.  Initialisers are read-only; no function here
 writes into an input.
 """
+import contextlib
+import threading
+
 import numpy as np
 
 from ..errors import FormatError, ShapeError, UnsupportedError
@@ -53,13 +56,25 @@ def _axes(ctx, inputs, idx, attr="axes"):
 
 
 MAX_ELEMENTS = 1 << 31     # a shape computed from a file larger than this is refused
+_LIMIT = threading.local()  # a tighter limit while folding constants at load time
+
+
+@contextlib.contextmanager
+def size_limit(max_elements):
+    """Within this block, ops refuse outputs of more than max_elements (this thread)."""
+    old = getattr(_LIMIT, "n", None)
+    _LIMIT.n = max_elements
+    try:
+        yield
+    finally:
+        _LIMIT.n = old
 
 
 def _check_size(shape, where):
     n = 1
     for s in shape:
         n *= int(s)
-    if n > MAX_ELEMENTS:
+    if n > (getattr(_LIMIT, "n", None) or MAX_ELEMENTS):
         raise ShapeError(f"{where}: refusing to allocate a tensor of shape {list(shape)} "
                          f"({n:,} elements)")
 

@@ -250,7 +250,7 @@ class _Archive:
     def _read(self, info, name):
         try:
             return self.zf.read(info)
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as e:
             raise FormatError(f"{self.path}: record {name!r} cannot be read ({e}); "
                               "the file is truncated or corrupt") from None
 
@@ -311,7 +311,7 @@ def _open_archive(path):
     try:
         zf = zipfile.ZipFile(path)
         names = zf.namelist()
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as e:
         raise FormatError(f"{path}: a truncated or corrupt zip archive ({e}); expected a "
                           "complete torch.save checkpoint") from None
     if any(n.endswith("/constants.pkl") or n == "constants.pkl" or "/code/" in n
