@@ -216,8 +216,9 @@ def predict_array(model, x, lengths=None, *, num_threads=None, client=None, rech
     if not model.takes_tokens and x.shape[-1] != model.input_size:
         raise ShapeError(f"x: expected {model.input_size} features on the last axis, got "
                          f"{x.shape[-1]} (shape {x.shape})")
-    if x.shape[1] == 0:
-        raise ShapeError(f"x: expected at least one time step, got shape {x.shape}")
+    if x.shape[1] == 0 and not model.returns_sequences:
+        raise ShapeError(f"x: this model returns the last step only, so it needs at least one "
+                         f"time step; got shape {x.shape}")
     if any(n > 1 for n in x.numblocks[1:]):
         if not rechunk:
             raise ShapeError(
