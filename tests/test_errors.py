@@ -170,6 +170,12 @@ def test_missing_weight_named():
         drnn.LSTM(5, 7, weights={"weight_ih_l0": np.zeros((28, 5), np.float32)})
 
 
+@pytest.mark.parametrize("args", [(4, 4, 10 ** 9), (4, 1 << 21, 1), (1 << 25, 4, 1)])
+def test_sizes_past_the_kernels_limits_refused_at_once(args):
+    with pytest.raises(drnn.ShapeError, match="at most 4096 layers"):
+        drnn.GRU(*args)
+
+
 def test_wrong_weight_shape_named():
     w = reference.random_weights("GRU", 5, 7, rng=0)
     w["weight_hh_l0"] = np.zeros((21, 6), np.float32)

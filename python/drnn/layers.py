@@ -269,6 +269,12 @@ class Recurrent(Layer):
         if self.input_size_ < 1 or self.hidden_size < 1 or self.num_layers < 1:
             raise ShapeError(f"{name}: input_size, hidden_size and num_layers must be >= 1, got "
                              f"{self.input_size_}, {self.hidden_size}, {self.num_layers}")
+        # The kernels' limits (csrc/sequence.c drnn_check_desc), checked before
+        # anything is allocated or looped over.
+        if self.num_layers > 4096 or self.hidden_size > 1 << 20 or self.input_size_ > 1 << 24:
+            raise ShapeError(f"{name}: at most 4096 layers, hidden_size 2**20 and input_size "
+                             f"2**24; got {self.num_layers}, {self.hidden_size}, "
+                             f"{self.input_size_}")
         if self.bidirectional and self.reverse:
             raise UnsupportedError(f"{name}: reverse=True is for a unidirectional layer")
         self.merge_mode = "concat" if merge_mode is None else str(merge_mode)
