@@ -115,3 +115,15 @@ def test_convert_onnx_stack_and_refusal():
         assert r.returncode != 0 and "Traceback" not in r.stderr
         assert "'/Gather'" in r.stderr and "bidirectional" in r.stderr
         assert not os.path.exists(out + "2.safetensors")
+
+
+def test_timeout_stops_a_hanging_parse():
+    """--timeout parses in a child process: the HDF5 library's loop on this
+    damaged file (tests/test_fuzz.py) ends as a one-line error."""
+    pytest.importorskip("h5py")
+    path = os.path.join(os.path.dirname(__file__), "fixtures", "hostile",
+                        "h5_global_heap_hang.h5")
+    r = run("info", path, "--timeout", "2")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("drnn: error:") and path in lines[0]

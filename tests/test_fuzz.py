@@ -1123,6 +1123,38 @@ def test_known_hdf5_hang_on_corrupt_global_heap():
     assert out.returncode == 0 and "refused" in out.stdout, out.stderr[-2000:]
 
 
+def test_load_with_timeout_stops_the_hdf5_hang():
+    """drnn.load(path, timeout=) parses in a child process and stops it: the
+    upstream hang above becomes a FormatError, in about the timeout."""
+    pytest.importorskip("h5py")
+    import time
+    path = os.path.join(FIXTURES, "hostile", "h5_global_heap_hang.h5")
+    t0 = time.monotonic()
+    try:
+        drnn.load(path, timeout=2)
+    except drnn.FormatError as e:
+        # either the child was stopped, or (a fixed HDF5) it refused the file
+        assert path in str(e)
+    assert time.monotonic() - t0 < 30
+
+
+def test_load_with_timeout_same_model_and_same_errors(tmp_path):
+    good = os.path.join(FIXTURES, "torch", "rnn_relu_nobias.pt")
+    x = np.random.default_rng(0).standard_normal((2, 5, drnn.load(good).input_size))
+    np.testing.assert_array_equal(drnn.load(good, timeout=60).predict(x), drnn.load(good).predict(x))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
+    with pytest.raises(drnn.FormatError) as inproc:
+        drnn.load(bad)
+    with pytest.raises(drnn.FormatError) as isolated:
+        drnn.load(bad, timeout=60)
+    assert str(isolated.value) == str(inproc.value)
+    with pytest.raises(drnn.UnsupportedError, match="options"):
+        drnn.load(bad, timeout=60, nonlinearity="relu")
+    with pytest.raises(ValueError, match="timeout"):
+        drnn.load(good, timeout=0)
+
+
 @pytest.mark.parametrize("src", ["torch/rnn_relu_nobias.pt", "keras/lstm_hardsig_dense.keras",
                                  "embedding_lstm_linear.npz"])
 def test_zip_needing_a_newer_zip_version(tmp_path, src):

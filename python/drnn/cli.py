@@ -37,6 +37,8 @@ def _load_options(args):
         options["dense_activations"] = [a.strip() for a in args.dense_activations.split(",")]
     if getattr(args, "ignore_masking", False):
         options["ignore_masking"] = True
+    if getattr(args, "timeout", None):
+        options["timeout"] = args.timeout
     if getattr(args, "architecture", None):
         with open(args.architecture, encoding="utf-8") as f:
             options["architecture"] = f.read()
@@ -344,6 +346,9 @@ def _add_load_options(p):
     p.add_argument("--ignore-masking", action="store_true",
                    help="Keras: load a model with Masking / Embedding(mask_zero=True) as the "
                         "plain stack, without its masking")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="parse the file in a child process and give up after SECONDS "
+                        "(for untrusted files: a damaged HDF5 file can hang its library)")
 
 
 def main(argv=None):

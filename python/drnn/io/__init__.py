@@ -68,7 +68,7 @@ def _unknown(path, why):
                            ".pt/.pth, .keras/.h5 and .onnx")
 
 
-def load(path, *, architecture=None, **options):
+def load(path, *, architecture=None, timeout=None, **options):
     """Load a model file and return a drnn model: a DRNN, an OnnxModel for
     .onnx (the graph run around drnn's kernels; ``to_drnn()`` converts pure
     stacks), or a KerasModel for a Keras model that masks (a DRNN applying
@@ -83,8 +83,21 @@ def load(path, *, architecture=None, **options):
     cannot; for Keras files ``ignore_masking`` (False) loads a model with
     Masking / mask_zero as the plain stack, without the mask (exact only for
     right-padded input run with ``lengths=``).
+
+    timeout: None (default) parses in this process.  A number of seconds
+    parses in a child process and raises FormatError if it takes longer --
+    for services loading untrusted files, since a library under a reader
+    (the HDF5 C library for .h5 / .keras) can loop forever on a damaged
+    file and no Python code can interrupt it.  Costs a process start (about
+    a second).
     """
     path = os.fspath(path)
+    if timeout is not None:
+        timeout = float(timeout)
+        if not timeout > 0:
+            raise ValueError(f"timeout: expected a number of seconds > 0 or None, got {timeout}")
+        from ._isolate import load_isolated
+        return load_isolated(path, architecture, options, timeout)
     fmt = detect_format(path)
     if fmt in ("safetensors", "npz"):
         from .native import load as load_native
