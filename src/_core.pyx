@@ -425,6 +425,7 @@ cdef class StreamEngine:
     cdef readonly int64_t batch_size, input_size, output_size
     cdef readonly bint takes_tokens, drops_time
     cdef int parity, busy
+    cdef readonly int step_threads
     cdef list _keep, _states
     cdef object _ws, _bufs
     cdef void *wsp
@@ -457,6 +458,7 @@ cdef class StreamEngine:
         self._states = []
         self.parity = 0
         self.busy = 0
+        self.step_threads = 1
         cdef int i, p
         cdef _stage *s
         cdef RecurrentStack rs
@@ -700,7 +702,7 @@ cdef class StreamEngine:
         cdef int rc
         self.busy = 1
         with nogil:
-            rc = self._forward(xp, ip, 1, yp, 1)
+            rc = self._forward(xp, ip, 1, yp, self.step_threads)
         self.busy = 0
         _check(rc)
         return out
@@ -747,6 +749,17 @@ cdef class StreamEngine:
             self.busy = 0
         _check(rc)
         return y[0] if unbatched else y
+
+    def _set_step_threads(self, int n):
+        """Threads for step(): a step whose weights outgrow one core's L1 is
+        split across them by hidden units (results are the same)."""
+        if n < 1:
+            raise ValueError("step threads must be >= 1, got %d" % n)
+        if self.busy:
+            self._busy()
+            raise RuntimeError("this stream is in use by another thread")
+        self._grow_ws(1, n)
+        self.step_threads = n
 
     def _enter(self):
         """Mark the engine busy (for Python-side state access); pair with _leave."""

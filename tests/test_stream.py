@@ -354,3 +354,38 @@ def test_stream_is_not_picklable_but_model_is():
     x = _inputs(F, 1, 4)[0]
     np.testing.assert_array_equal(again.stream().run(x), s.run(x))
     assert isinstance(s, Stream) and "LSTM" in repr(s)
+
+
+@pytest.mark.parametrize("layers,B", [
+    # recurrent weights of 128 KiB and more: a step is split across threads by units
+    ([drnn.LSTM(6, 128, seed=21), drnn.Dense(128, 3, seed=22)], 1),
+    ([drnn.Embedding(30, 16, seed=23), drnn.GRU(16, 160, 2, seed=24)], 2),
+    ([drnn.GRU(6, 160, seed=25, linear_before_reset=False)], 1),        # two-phase GRU
+    ([drnn.LSTM(6, 128, proj_size=40, peepholes=True, seed=26)], 1),   # projection
+    # small: stays on one thread
+    ([drnn.GRU(6, 64, 2, seed=27)], 1),
+])
+def test_step_threads_give_the_same_bits(layers, B):
+    model = drnn.DRNN(layers)
+    rng = np.random.default_rng(5)
+    T = 12
+    x = rng.integers(0, 30, (B, T)) if model.takes_tokens else \
+        rng.standard_normal((B, T, 6)).astype(np.float32)
+    want = model.predict(x, num_threads=1)
+    for nt in (2, None):
+        s = model.stream(batch_size=B, num_threads=nt)
+        assert s.step_threads >= 1
+        got = np.stack([s.step(x[:, t]) for t in range(T)], axis=1)
+        np.testing.assert_array_equal(got, want)
+        # and run() / step() interleaved keep carrying the same state
+        s.reset()
+        first = s.run(x[:, :5])
+        rest = np.stack([s.step(x[:, t]) for t in range(5, T)], axis=1)
+        np.testing.assert_array_equal(np.concatenate([first, rest], axis=1), want)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_stream_num_threads_validated(bad):
+    model = drnn.DRNN([drnn.GRU(3, 4, seed=0)])
+    with pytest.raises(ValueError, match="num_threads"):
+        model.stream(num_threads=bad)

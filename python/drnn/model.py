@@ -214,12 +214,13 @@ class DRNN:
         return out
 
     # -- running -----------------------------------------------------------
-    def stream(self, batch_size=1):
+    def stream(self, batch_size=1, num_threads=1):
         """A stateful Stream for step-at-a-time inference (see drnn.stream):
         ``s.step(x_t)``, ``s.run(chunk)``, ``s.reset()``, ``s.state``.
-        Each stream has its own state; the model can feed many at once."""
+        Each stream has its own state; the model can feed many at once.
+        num_threads: threads for each step() (see drnn.stream)."""
         from .stream import Stream
-        return Stream(self, batch_size)
+        return Stream(self, batch_size, num_threads=num_threads)
 
     def predict(self, x, lengths=None, initial_state=None, return_state=False, num_threads=None):
         """Run the model.  See the module docstring for input forms and state layout.
