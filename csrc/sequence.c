@@ -517,8 +517,9 @@ static void run_task(void *arg, int tid, int n)
             drnn_barrier_wait(&r->all);
             continue;
         }
+        const seq_view in = layer_input(r, l);
         if (r->D == 1 && !r->lengths && split_mode(r, n) == MODE_UNITS &&
-            layer_input(r, l).sb == r->T * layer_input(r, l).st) {
+            in.sb == r->T * in.st) {
             project_own_units(r, l, tid, n);
             run_direction(r, l, 0, tid, tid, n, &r->all, 0);
             drnn_barrier_wait(&r->all);

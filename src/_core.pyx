@@ -751,8 +751,9 @@ cdef class StreamEngine:
         return y[0] if unbatched else y
 
     def _set_step_threads(self, int n):
-        """Threads for step(): a step whose weights outgrow one core's L1 is
-        split across them by hidden units (results are the same)."""
+        """Threads for step(): a step whose recurrent weights reach
+        STEP_SPLIT_BYTES (csrc/sequence.c) is split across them by hidden
+        units (results are the same)."""
         if n < 1:
             raise ValueError("step threads must be >= 1, got %d" % n)
         if self.busy:
