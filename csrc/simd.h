@@ -21,6 +21,9 @@
 
 #include <stdint.h>
 #include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 #include "act.h"
 #include "drnn.h"
 
@@ -55,22 +58,49 @@ DRNN_INLINE vf vzero(void) { return (vf){0}; }
 
 /* Lane-wise select: m ? a : b, m a comparison result (all ones / zero). */
 DRNN_INLINE vf vsel(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
-/* min/max that keep NaN in x (comparisons with NaN are false). */
+/* max/min that keep NaN in x.  x86's max/min return their second operand
+ * when either is NaN, so one instruction does it; elsewhere a select
+ * (comparisons with NaN are false). */
+#if defined(__AVX512F__) && DRNN_VW == 16
+DRNN_INLINE vf vmaxk(vf x, vf lo) { return (vf)_mm512_max_ps((__m512)lo, (__m512)x); }
+DRNN_INLINE vf vmink(vf x, vf hi) { return (vf)_mm512_min_ps((__m512)hi, (__m512)x); }
+#elif defined(__AVX__) && DRNN_VW == 8
+DRNN_INLINE vf vmaxk(vf x, vf lo) { return (vf)_mm256_max_ps((__m256)lo, (__m256)x); }
+DRNN_INLINE vf vmink(vf x, vf hi) { return (vf)_mm256_min_ps((__m256)hi, (__m256)x); }
+#elif defined(__SSE2__) && DRNN_VW == 4
+DRNN_INLINE vf vmaxk(vf x, vf lo) { return (vf)_mm_max_ps((__m128)lo, (__m128)x); }
+DRNN_INLINE vf vmink(vf x, vf hi) { return (vf)_mm_min_ps((__m128)hi, (__m128)x); }
+#else
 DRNN_INLINE vf vmaxk(vf x, vf lo) { return vsel(x < lo, lo, x); }
 DRNN_INLINE vf vmink(vf x, vf hi) { return vsel(x > hi, hi, x); }
+#endif
 DRNN_INLINE vf vclamp(vf x, float lo, float hi) { return vmink(vmaxk(x, vset1(lo)), vset1(hi)); }
 DRNN_INLINE vf vabs(vf x) { return (vf)((vi)x & 0x7fffffff); }
 
-DRNN_INLINE vf vfloor(vf x)
+/* 1 / d for d >= 1 (the sigmoid and tanh denominators).  AVX-512's 14-bit
+ * reciprocal estimate plus one Newton step (error ~2^-28, below float
+ * rounding) is shorter than a division on the step's critical path;
+ * d = +inf gives 0 through the estimate, NaN stays NaN. */
+DRNN_INLINE vf vrecip_ge1(vf d)
 {
-    vf t = __builtin_convertvector(__builtin_convertvector(x, vi), vf);
-    return t + __builtin_convertvector(t > x, vf);   /* true lanes are -1 */
+#if defined(__AVX512F__) && DRNN_VW == 16
+    const vf r = (vf)_mm512_rcp14_ps((__m512)d);
+    return r * (2.0f - d * r);
+#else
+    return 1.0f / d;
+#endif
 }
 
+/* e^x, Cephes' single-precision algorithm: x = n ln2 + r with |r| <= ln2/2
+ * and a degree-6 polynomial for e^r (~1 ulp).  n is rounded to nearest by
+ * adding 1.5 * 2^23, whose low mantissa bits then hold n itself, so 2^n is
+ * those bits shifted into the exponent: no float-int conversions. */
 DRNN_INLINE vf vexp(vf x)
 {
-    x = vclamp(x, -87.33654f, 88.37626f);
-    vf n = vfloor(x * 1.44269504088896341f + 0.5f);
+    const float magic = 12582912.0f;                    /* 1.5 * 2^23 */
+    x = vclamp(x, -87.33654f, 88.37626f);               /* n in [-126, 127] */
+    const vf t = x * 1.44269504088896341f + magic;
+    const vf n = t - magic;
     x = x - n * 0.693359375f - n * -2.12194440e-4f;
     vf y = 1.9875691500E-4f * x + 1.3981999507E-3f;
     y = y * x + 8.3334519073E-3f;
@@ -78,16 +108,16 @@ DRNN_INLINE vf vexp(vf x)
     y = y * x + 1.6666665459E-1f;
     y = y * x + 5.0000001201E-1f;
     y = y * (x * x) + x + 1.0f;
-    vu e = (vu)(__builtin_convertvector(n, vi) + 127) << 23;   /* 2^n */
+    const vu e = ((vu)t + 127u) << 23;                  /* 2^n: the magic's own bits shift out */
     return y * (vf)e;
 }
 
-DRNN_INLINE vf vsigmoid(vf x) { return 1.0f / (1.0f + vexp(-x)); }
+DRNN_INLINE vf vsigmoid(vf x) { return vrecip_ge1(1.0f + vexp(-x)); }
 
 DRNN_INLINE vf vtanh(vf x)
 {
     /* 1 - 2 / (e^2x + 1): exact limits at +-inf, absolute error ~2e-7. */
-    return 1.0f - 2.0f / (vexp(x + x) + 1.0f);
+    return 1.0f - 2.0f * vrecip_ge1(vexp(x + x) + 1.0f);
 }
 
 /* One activation on one vector.  The switch sits outside any element loop;
