@@ -16,7 +16,8 @@
  * prefix.  Sequence b at step s reads time t = s (forward) or t = len_b-1-s
  * (reverse): PyTorch's packed-sequence semantics.  States are double
  * buffered (a step reads one buffer and writes the other), so a row that
- * stops at its length leaves its final state in buffer len_b % 2.
+ * stops at its length leaves its final state in buffer len_b % 2.  (A units
+ * split hands states over through a ring of three buffers instead; below.)
  *
  * Threads (pool.c).  When one thread must run a layer's time loop alone
  * (one direction, too few rows, small weights), the other threads project
@@ -24,9 +25,9 @@
  * directions of a bidirectional layer run on two
  * teams of threads at once.  Within a team a direction is split by batch
  * rows (no synchronisation inside the time loop) when there are enough
- * rows, or by blocks of hidden units with a barrier per step when the
- * recurrent weights are too large for one core's cache; otherwise one thread
- * runs it.  Results are identical for every thread count: the split never
+ * rows, or by blocks of hidden units, handing each step's state over, when
+ * the recurrent weights are too large for one core's L1; otherwise one
+ * thread runs it.  Results are identical for every thread count: the split never
  * changes what any sum adds, or in what order.
  *
  * All scratch comes from the caller's workspace, laid out by plan_workspace()
@@ -39,15 +40,13 @@
 
 #define ALIGN 64
 /* Split one direction's units across threads once its recurrent weights
- * exceed this (bytes): below it a step is too short to pay a barrier. */
-#define UNIT_SPLIT_BYTES (512 * 1024)
-/* A single time step (a stream's step) of one direction and few rows is
- * split across threads by hidden units once its recurrent weights reach
- * this (bytes; about as much W_ih comes with them): each thread streams its
- * share from its own L2.  Three barriers per layer cost ~0.5 us, so below
- * this one thread is faster (2-layer GRU 64, 48 KiB: 2.6 us alone, 2.9 split;
- * LSTM 128, 256 KiB: 5.9 us alone, 3.9 split). */
-#define STEP_SPLIT_BYTES (128 * 1024)
+ * reach this (bytes): each thread then streams its share of them from its
+ * own L1/L2, and steps are handed over without a barrier (below).  Batch-1
+ * LSTM, 4800 steps (ns per step, one thread + pipelined projection -> split):
+ * H 64 (64 KiB) 765 -> 775, H 80 1222 -> 1228, H 96 (144 KiB) 1795 -> 1597,
+ * H 128 3030 -> 2450.  A stream's single step (T = 1) follows the same rule:
+ * 2-layer GRU 64, 48 KiB, 2.6 us alone, 2.9 split; LSTM 128 5.9 -> 3.9 us. */
+#define UNIT_SPLIT_BYTES (128 * 1024)
 /* A thread in row-split mode wants at least this many rows. */
 #define MIN_ROWS_PER_THREAD 2
 /* From this many active rows a step's recurrent sums run as one GEMM. */
@@ -55,6 +54,9 @@
 /* Steps per chunk when the input projection is pipelined with the time
  * loop (one thread runs the recurrence while the others project ahead). */
 #define PIPE_CHUNK 64
+/* State buffers per direction: two alternate (a step reads one, writes the
+ * other), or all three rotate when a units split hands states over. */
+#define HANDOFF_SLOTS 3
 /* Projections smaller than this (flops) are not worth waking a thread. */
 #define MIN_PARALLEL_FLOPS 2.0e6
 
@@ -79,7 +81,7 @@ int drnn_check_desc(const drnn_rnn_desc *d)
 }
 
 typedef struct {
-    size_t views, order, x_rows, x_ih[2], seq[2], h[2][2], c[2], out[2], z[2], rh[2], sums[2],
+    size_t views, order, x_rows, x_ih[2], seq[2], h[2][HANDOFF_SLOTS], c[2], out[2], z[2], rh[2], sums[2],
         chunks, total;
     int64_t ld_h;
 } ws_plan;
@@ -126,9 +128,9 @@ static int plan_workspace(const drnn_rnn_desc *d, int64_t batch, int64_t steps, 
              reserve(&cur, &p->order, B, sizeof(int64_t)) &&
              reserve(&cur, &p->x_rows, rows_ptrs, sizeof(float *));
     for (size_t dir = 0; ok && dir < D; ++dir) {
-        ok = reserve(&cur, &p->x_ih[dir], xih_elems, sizeof(float)) &&
-             reserve(&cur, &p->h[dir][0], B * ld_h, sizeof(float)) &&
-             reserve(&cur, &p->h[dir][1], B * ld_h, sizeof(float));
+        ok = reserve(&cur, &p->x_ih[dir], xih_elems, sizeof(float));
+        for (int slot = 0; ok && slot < HANDOFF_SLOTS; ++slot)
+            ok = reserve(&cur, &p->h[dir][slot], B * ld_h, sizeof(float));
         if (ok && B >= GEMM_MIN_ROWS) ok = reserve(&cur, &p->sums[dir], B * Np, sizeof(float));
         if (ok && d->cell == DRNN_CELL_LSTM) ok = reserve(&cur, &p->c[dir], B * Hp, sizeof(float));
         if (ok && d->proj_size > 0) ok = reserve(&cur, &p->out[dir], B * Hp, sizeof(float));
@@ -272,7 +274,8 @@ static void project_own_units(run_ctx *r, int l, int tid, int n)
 typedef struct {
     int l, dir, reverse;
     const drnn_packed_layer *w;
-    float *x_ih, *h[2], *c, *out, *z, *rh, *sums;
+    float *x_ih, *h[HANDOFF_SLOTS], *c, *out, *z, *rh, *sums;
+    int nslots;               /* state buffers in rotation: 2, or 3 with handoff */
     const float **x_rows;     /* this thread's row pointers */
     seq_view y;
 } dir_state;
@@ -284,8 +287,9 @@ static void dir_init(const run_ctx *r, dir_state *s, int l, int dir, int tid)
     s->reverse = r->D == 2 ? dir == 1 : r->d->reverse;
     s->w = &r->pl[l * r->D + dir];
     s->x_ih = (float *)(r->ws + p->x_ih[dir]);
-    s->h[0] = (float *)(r->ws + p->h[dir][0]);
-    s->h[1] = (float *)(r->ws + p->h[dir][1]);
+    for (int slot = 0; slot < HANDOFF_SLOTS; ++slot)
+        s->h[slot] = (float *)(r->ws + p->h[dir][slot]);
+    s->nslots = 2;
     s->c = r->d->cell == DRNN_CELL_LSTM ? (float *)(r->ws + p->c[dir]) : NULL;
     s->out = r->d->proj_size > 0 ? (float *)(r->ws + p->out[dir]) : NULL;
     s->z = p->z[dir] || p->rh[dir] ? (float *)(r->ws + p->z[dir]) : NULL;
@@ -318,7 +322,7 @@ static void store_states(const run_ctx *r, const dir_state *s, int64_t r0, int64
     const int idx = s->l * r->D + s->dir;
     for (int64_t i = r0; i < r1; ++i) {
         const int64_t b = r->order[i], len = row_length(r, b);
-        const float *h = s->h[len % 2] + i * r->ld_h;
+        const float *h = s->h[len % s->nslots] + i * r->ld_h;
         if (r->hn) memcpy(r->hn + (idx * r->B + b) * r->Hout, h, (size_t)r->Hout * sizeof(float));
         if (s->c && r->cn)
             memcpy(r->cn + (idx * r->B + b) * r->H, s->c + i * r->Hp, (size_t)r->H * sizeof(float));
@@ -337,18 +341,31 @@ static inline int64_t time_of(const run_ctx *r, const dir_state *s, int64_t b, i
  * projection of 4800 steps is megabytes, in L3 or in another core's cache
  * by the time its step comes.  So each step fetches the next one's early. */
 #define PREFETCH_MAX_ROWS 4
+/* GCC drops a loop of nothing but __builtin_prefetch here as dead code. */
+static inline void prefetch_line(const char *p)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ volatile("prefetcht0 %0" : : "m"(*p));
+#else
+    __builtin_prefetch(p);
+#endif
+}
+#ifndef PREFETCH_STEPS
+#define PREFETCH_STEPS 4
+#endif
 static inline void prefetch_next_inputs(const run_ctx *r, const dir_state *s, int64_t st,
                                         int64_t r0, int64_t r1, int64_t jb0, int64_t jb1)
 {
-    if (st + 1 >= r->max_len || r1 - r0 > PREFETCH_MAX_ROWS) return;
+    const int64_t ahead = st + PREFETCH_STEPS;
+    if (ahead >= r->max_len || r1 - r0 > PREFETCH_MAX_ROWS) return;
     const int64_t width = r->G * r->k->vw;
     for (int64_t i = r0; i < r1; ++i) {
         const int64_t b = r->order[i];
-        if (st + 1 >= row_length(r, b)) continue;
-        const char *p = (const char *)(s->x_ih + (b * r->T + time_of(r, s, b, st + 1)) * r->Np +
+        if (ahead >= row_length(r, b)) continue;
+        const char *p = (const char *)(s->x_ih + (b * r->T + time_of(r, s, b, ahead)) * r->Np +
                                        jb0 * width);
-        const char *end = p + (jb1 - jb0) * width * (int64_t)sizeof(float);
-        for (; p < end; p += 64) __builtin_prefetch(p);
+        const int64_t bytes = (jb1 - jb0) * width * (int64_t)sizeof(float);
+        for (int64_t off = 0; off < bytes; off += 64) prefetch_line(p + off);
     }
 }
 
@@ -366,8 +383,8 @@ static void run_step(const run_ctx *r, dir_state *s, drnn_step_args *a, int64_t 
     a->x_ih = s->x_rows;
     prefetch_next_inputs(r, s, st, r0, r1, jb0, jb1);
     a->reverse_blocks = (int)(st & 1);
-    a->h_prev = s->h[st % 2];
-    float *h_next = s->h[(st + 1) % 2];
+    a->h_prev = s->h[st % s->nslots];
+    float *h_next = s->h[(st + 1) % s->nslots];
     a->h_next = s->out ? s->out : h_next;
     const int vw = r->k->vw;
     /* Many rows: the recurrent sums of this thread's blocks as one GEMM
@@ -405,12 +422,62 @@ static void run_step(const run_ctx *r, dir_state *s, drnn_step_args *a, int64_t 
 static void emit(const run_ctx *r, const dir_state *s, int64_t st, int64_t r0, int64_t r1,
                  int64_t c0, int64_t c1)
 {
-    const float *h = s->h[(st + 1) % 2];
+    const float *h = s->h[(st + 1) % s->nslots];
     for (int64_t i = r0; i < r1; ++i) {
         const int64_t b = r->order[i];
         memcpy(s->y.ptr + b * s->y.sb + time_of(r, s, b, st) * s->y.st + s->dir * r->Hout + c0,
                h + i * r->ld_h + c0, (size_t)(c1 - c0) * sizeof(float));
     }
+}
+
+/* ---- handing states over between the threads of a units split ------------
+ *
+ * With the hidden units split across threads, step t+1 needs every
+ * thread's part of step t's state.  A barrier per step costs two trips
+ * between cores (the barrier's line, then the state's lines); instead the
+ * state's own lines carry the signal.  The state buffers rotate through
+ * three slots; a thread fills its part of a slot with a signalling-NaN
+ * sentinel before a later step writes it there, and starts step t once no
+ * other thread's part of slot t % 3 still holds the sentinel.  No
+ * arithmetic result is a signalling NaN, so a written state never looks
+ * unwritten.  (The initial state comes from the user and is never waited
+ * on: a barrier covers step 0.)
+ *
+ * Why three slots are enough: at step t a thread has seen the others'
+ * step t-1 output, so they have finished step t-1 and its reads of slot
+ * (t-1) % 3.  It refills its own part of that slot -- slot (t+2) % 3 --
+ * with the sentinel, then writes its step t output to slot (t+1) % 3.
+ * Another thread sees that output before it looks at slot (t+2) % 3, and
+ * one thread's stores become visible in order, so there it finds either
+ * the sentinel or step t+1's state, never step t-2's.
+ */
+#define HANDOFF_SENTINEL 0x7fbadd1eu   /* a signalling NaN */
+
+/* Columns [c0, c1) of rows [0, rows) of h: not written yet. */
+static void handoff_poison(const run_ctx *r, float *h, int64_t rows, int64_t c0, int64_t c1)
+{
+    const uint32_t v = HANDOFF_SENTINEL;
+    for (int64_t i = 0; i < rows; ++i)
+        for (int64_t c = c0; c < c1; ++c) memcpy(h + i * r->ld_h + c, &v, sizeof v);
+    atomic_thread_fence(memory_order_release);
+}
+
+/* Wait until every column of rows [0, rows) of h outside this thread's own
+ * [c0, c1) has been written. */
+static void handoff_wait(const run_ctx *r, const float *h, int64_t rows, int64_t c0, int64_t c1)
+{
+    for (int64_t i = 0; i < rows; ++i) {
+        const volatile uint32_t *row = (const volatile uint32_t *)(h + i * r->ld_h);
+        for (int64_t c = 0; c < r->Hout; ++c) {
+            if (c == c0) {
+                c = c1 - 1;
+                continue;
+            }
+            for (unsigned spins = 0; row[c] == HANDOFF_SENTINEL;)
+                if (++spins > 2048) sched_yield(); else drnn_cpu_relax();
+        }
+    }
+    atomic_thread_fence(memory_order_acquire);
 }
 
 enum { MODE_SINGLE, MODE_ROWS, MODE_UNITS };
@@ -422,8 +489,6 @@ static int split_mode(const run_ctx *r, int tn)
     const int64_t whh_bytes = r->Np * r->Hout * (int64_t)sizeof(float);
     if (tn > 1 && r->B >= (int64_t)tn * MIN_ROWS_PER_THREAD) return MODE_ROWS;
     if (tn > 1 && whh_bytes >= UNIT_SPLIT_BYTES && nb >= tn) return MODE_UNITS;
-    if (tn > 1 && r->T == 1 && r->D == 1 && whh_bytes >= STEP_SPLIT_BYTES && nb >= tn)
-        return MODE_UNITS;
     return MODE_SINGLE;
 }
 
@@ -503,8 +568,10 @@ static void run_direction(run_ctx *r, int l, int dir, int tid, int tt, int tn, d
         return;
     }
     /* Units: every thread runs every row on its slice of hidden units (its
-     * slice of the recurrent weights stays in its own cache); a barrier
-     * ends each step. */
+     * slice of the recurrent weights stays in its own cache).  Steps are
+     * separated by the state handoff above, or by a barrier when a step has
+     * several phases (GRU with linear_before_reset=0, LSTM with projection)
+     * or rows stop at different lengths. */
     int64_t jb0, jb1, p0, p1, q0, q1;
     drnn_split(nb, tn, tt, &jb0, &jb1);
     drnn_split((r->Hout + vw - 1) / vw, tn, tt, &p0, &p1);
@@ -512,15 +579,27 @@ static void run_direction(run_ctx *r, int l, int dir, int tid, int tt, int tn, d
     const int64_t c0 = (s.out ? p0 : jb0) * vw;
     int64_t c1 = (s.out ? p1 : jb1) * vw;
     if (c1 > r->Hout) c1 = r->Hout;
+    const int handoff = r->nphases == 1 && !s.out && !r->lengths && c1 > c0;
+    if (handoff) s.nslots = HANDOFF_SLOTS;
     load_states(r, &s, q0, q1);
+    if (handoff)
+        for (int slot = 1; slot < HANDOFF_SLOTS; ++slot) handoff_poison(r, s.h[slot], r->B, c0, c1);
     drnn_barrier_wait(bar);
     for (int64_t st = 0; st < r->max_len; ++st) {
         const int64_t ra = active_end(r, 0, r->B, st);
         if (ra == 0) break;
+        if (handoff) {
+            if (st > 0) handoff_wait(r, s.h[st % HANDOFF_SLOTS], ra, c0, c1);
+            handoff_poison(r, s.h[(st + 2) % HANDOFF_SLOTS], ra, c0, c1);
+            run_step(r, &s, &a, st, 0, ra, jb0, jb1, p0, p1, NULL);
+            emit(r, &s, st, 0, ra, c0, c1);
+            continue;
+        }
         run_step(r, &s, &a, st, 0, ra, jb0, jb1, p0, p1, bar);
         if (c1 > c0) emit(r, &s, st, 0, ra, c0, c1);
         drnn_barrier_wait(bar);
     }
+    if (handoff) drnn_barrier_wait(bar);   /* store_states reads whole rows */
     store_states(r, &s, q0, q1);
 }
 
@@ -593,8 +672,7 @@ static int useful_threads(const drnn_rnn_desc *d, int64_t B, int64_t T, int64_t 
     const double proj_flops = 2.0 * (double)B * (double)T * (double)Np * (double)d->input_size;
     const int64_t whh_bytes = Np * Hout * (int64_t)sizeof(float);
     const int rec = d->num_directions == 2 || B >= 2 * MIN_ROWS_PER_THREAD ||
-                    whh_bytes >= UNIT_SPLIT_BYTES ||
-                    (T == 1 && whh_bytes >= STEP_SPLIT_BYTES);
+                    whh_bytes >= UNIT_SPLIT_BYTES;
     const int proj = proj_flops >= MIN_PARALLEL_FLOPS;
     if (!rec && !proj) return 1;
     return requested;

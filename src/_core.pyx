@@ -752,7 +752,7 @@ cdef class StreamEngine:
 
     def _set_step_threads(self, int n):
         """Threads for step(): a step whose recurrent weights reach
-        STEP_SPLIT_BYTES (csrc/sequence.c) is split across them by hidden
+        UNIT_SPLIT_BYTES (csrc/sequence.c) is split across them by hidden
         units (results are the same)."""
         if n < 1:
             raise ValueError("step threads must be >= 1, got %d" % n)

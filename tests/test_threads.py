@@ -56,12 +56,66 @@ def test_thread_count_is_bit_exact(kind, kw, batch):
 
 def test_units_split_is_bit_exact():
     # Recurrent weights over the split threshold at batch 1: hidden units are
-    # split across threads with a barrier per step.
+    # split across threads (GRU without linear_before_reset: a barrier between
+    # a step's two phases and after each step).
     m = drnn.DRNN([drnn.LSTM(8, 200, seed=3), drnn.GRU(200, 260, linear_before_reset=False, seed=4)])
     x = np.random.default_rng(2).standard_normal((1, 20, 8)).astype(np.float32)
     y1 = m.predict(x, num_threads=1)
     y2 = m.predict(x, num_threads=2)
     np.testing.assert_array_equal(y1, y2)
+
+
+HANDOFF_CASES = [
+    ("LSTM", 100, dict()),                                  # 4*100*100*4 B = 156 KiB
+    ("LSTM", 100, dict(reverse=True, return_sequences=False)),
+    ("GRU", 128, dict()),                                   # linear_before_reset: one phase
+    ("RNN", 190, dict(nonlinearity="relu")),
+    ("LSTM", 100, dict(num_layers=3)),
+]
+
+
+@pytest.mark.parametrize("kind,hidden,kw", HANDOFF_CASES)
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 97])
+def test_units_split_handoff_is_bit_exact(kind, hidden, kw, batch, steps):
+    # Over 128 KiB of recurrent weights with few rows: hidden units are split
+    # across threads and each step's state is handed over through a ring of
+    # three buffers (no barrier).  Every step count modulo 3 ends in a
+    # different buffer; several threads must give the one-thread bits, final
+    # states included, and an initial state is honoured.
+    kw = dict(kw)
+    layers = kw.pop("num_layers", 1)
+    m = drnn.DRNN([getattr(drnn, kind)(5, hidden, layers, seed=7, **kw)])
+    rng = np.random.default_rng(steps)
+    x = rng.standard_normal((batch, steps, 5)).astype(np.float32)
+    h0 = rng.standard_normal((layers, batch, hidden)).astype(np.float32)
+    state = (h0, h0 * 0.5) if kind == "LSTM" else h0
+    y1, s1 = m.predict(x, initial_state=state, return_state=True, num_threads=1)
+    for n in (2, 3):
+        yn, sn = m.predict(x, initial_state=state, return_state=True, num_threads=n)
+        np.testing.assert_array_equal(yn, y1)
+        for a, b in zip(sn if isinstance(sn, tuple) else [sn], s1 if isinstance(s1, tuple) else [s1]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_units_split_handoff_initial_state_any_bits():
+    # The handoff marks unwritten state with one signalling-NaN pattern; an
+    # initial state holding exactly those bits (or any NaN) must neither hang
+    # nor be mistaken for a missing state.
+    m = drnn.DRNN([drnn.LSTM(4, 100, seed=1)])
+    x = np.random.default_rng(0).standard_normal((1, 6, 4)).astype(np.float32)
+    h0 = np.zeros((1, 1, 100), np.float32)
+    h0.view(np.uint32)[0, 0, :50] = 0x7fbadd1e
+    h0[0, 0, 60] = np.nan
+    y1 = m.predict(x, initial_state=(h0, h0), num_threads=1)
+    y2 = m.predict(x, initial_state=(h0, h0), num_threads=2)
+    assert np.isnan(y1).all()
+    np.testing.assert_array_equal(y1.view(np.uint32), y2.view(np.uint32))
+    x[0, 2, 1] = np.nan                       # NaN input mid-sequence, zero state
+    y1 = m.predict(x, num_threads=1)
+    y2 = m.predict(x, num_threads=2)
+    assert not np.isnan(y1[0, :2]).any() and np.isnan(y1[0, 2:]).all()
+    np.testing.assert_array_equal(y1.view(np.uint32), y2.view(np.uint32))
 
 
 def test_num_threads_validated(monkeypatch):
