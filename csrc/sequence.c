@@ -44,9 +44,13 @@
  * own L1/L2, and steps are handed over without a barrier (below).  Batch-1
  * LSTM, 4800 steps (ns per step, one thread + pipelined projection -> split):
  * H 64 (64 KiB) 765 -> 775, H 80 1222 -> 1228, H 96 (144 KiB) 1795 -> 1597,
- * H 128 3030 -> 2450.  A stream's single step (T = 1) follows the same rule:
- * 2-layer GRU 64, 48 KiB, 2.6 us alone, 2.9 split; LSTM 128 5.9 -> 3.9 us. */
+ * H 128 3030 -> 2450. */
 #define UNIT_SPLIT_BYTES (128 * 1024)
+/* A stream's single step (T = 1, one direction) splits from 32 KiB: with
+ * no step-to-step handoff it costs only the barrier between layers
+ * (2-layer GRU 64, 48 KiB: 2.6 us alone, 2.35 split; LSTM 64 1.78 / 1.70;
+ * LSTM 32, 16 KiB, would lose: 0.70 / 0.91). */
+#define STEP_SPLIT_BYTES (32 * 1024)
 /* A thread in row-split mode wants at least this many rows. */
 #define MIN_ROWS_PER_THREAD 2
 /* From this many active rows a step's recurrent sums run as one GEMM. */
@@ -316,6 +320,45 @@ static void load_states(const run_ctx *r, const dir_state *s, int64_t r0, int64_
     }
 }
 
+/* Handoff mode: every thread writes all of slot 0 itself (the same bytes),
+ * and the cell state only of its own units [u0, u1) -- the only ones its
+ * kernels touch -- so no barrier has to follow. */
+static void load_states_all(const run_ctx *r, const dir_state *s, int64_t u0, int64_t u1)
+{
+    const int idx = s->l * r->D + s->dir;
+    if (u1 > r->Hp) u1 = r->Hp;
+    for (int64_t i = 0; i < r->B; ++i) {
+        float *h = s->h[0] + i * r->ld_h;
+        if (r->h0) memcpy(h, r->h0 + (idx * r->B + i) * r->Hout, (size_t)r->Hout * sizeof(float));
+        else memset(h, 0, (size_t)r->Hout * sizeof(float));
+        if (s->c && u1 > u0) {
+            float *c = s->c + i * r->Hp;
+            const int64_t real = u1 < r->H ? u1 : r->H;
+            memset(c + u0, 0, (size_t)(u1 - u0) * sizeof(float));
+            if (r->c0 && real > u0)
+                memcpy(c + u0, r->c0 + (idx * r->B + i) * r->H + u0,
+                       (size_t)(real - u0) * sizeof(float));
+        }
+    }
+}
+
+/* Handoff mode: final states of every row, this thread's columns [c0, c1)
+ * of h and units [c0, c1) of c (no lengths, so rows are in batch order). */
+static void store_own_states(const run_ctx *r, const dir_state *s, int64_t c0, int64_t c1)
+{
+    const int idx = s->l * r->D + s->dir;
+    const float *hf = s->h[r->T % s->nslots];
+    for (int64_t i = 0; i < r->B; ++i) {
+        if (r->hn && c1 > c0)
+            memcpy(r->hn + (idx * r->B + i) * r->Hout + c0, hf + i * r->ld_h + c0,
+                   (size_t)(c1 - c0) * sizeof(float));
+        const int64_t e = c1 < r->H ? c1 : r->H;
+        if (s->c && r->cn && e > c0)
+            memcpy(r->cn + (idx * r->B + i) * r->H + c0, s->c + i * r->Hp + c0,
+                   (size_t)(e - c0) * sizeof(float));
+    }
+}
+
 /* Final states of rows [r0, r1) out; padded steps of their outputs zeroed. */
 static void store_states(const run_ctx *r, const dir_state *s, int64_t r0, int64_t r1)
 {
@@ -489,6 +532,8 @@ static int split_mode(const run_ctx *r, int tn)
     const int64_t whh_bytes = r->Np * r->Hout * (int64_t)sizeof(float);
     if (tn > 1 && r->B >= (int64_t)tn * MIN_ROWS_PER_THREAD) return MODE_ROWS;
     if (tn > 1 && whh_bytes >= UNIT_SPLIT_BYTES && nb >= tn) return MODE_UNITS;
+    if (tn > 1 && r->T == 1 && r->D == 1 && whh_bytes >= STEP_SPLIT_BYTES && nb >= tn)
+        return MODE_UNITS;
     return MODE_SINGLE;
 }
 
@@ -579,18 +624,29 @@ static void run_direction(run_ctx *r, int l, int dir, int tid, int tt, int tn, d
     const int64_t c0 = (s.out ? p0 : jb0) * vw;
     int64_t c1 = (s.out ? p1 : jb1) * vw;
     if (c1 > r->Hout) c1 = r->Hout;
-    const int handoff = r->nphases == 1 && !s.out && !r->lengths && c1 > c0;
-    if (handoff) s.nslots = HANDOFF_SLOTS;
-    load_states(r, &s, q0, q1);
-    if (handoff)
-        for (int slot = 1; slot < HANDOFF_SLOTS; ++slot) handoff_poison(r, s.h[slot], r->B, c0, c1);
-    drnn_barrier_wait(bar);
+    const int handoff = r->nphases == 1 && !s.out && !r->lengths;
+    if (handoff) {
+        /* Every thread fills all of slot 0, so only a later step's read of
+         * another thread's part needs the barrier: it orders this call's
+         * sentinels before any reads (stale values from an earlier call
+         * would otherwise pass for written ones).  A single step skips it. */
+        s.nslots = HANDOFF_SLOTS;
+        load_states_all(r, &s, jb0 * vw, jb1 * vw);
+        if (r->T > 1) {
+            for (int slot = 1; slot < HANDOFF_SLOTS; ++slot)
+                handoff_poison(r, s.h[slot], r->B, c0, c1);
+            drnn_barrier_wait(bar);
+        }
+    } else {
+        load_states(r, &s, q0, q1);
+        drnn_barrier_wait(bar);
+    }
     for (int64_t st = 0; st < r->max_len; ++st) {
         const int64_t ra = active_end(r, 0, r->B, st);
         if (ra == 0) break;
         if (handoff) {
             if (st > 0) handoff_wait(r, s.h[st % HANDOFF_SLOTS], ra, c0, c1);
-            handoff_poison(r, s.h[(st + 2) % HANDOFF_SLOTS], ra, c0, c1);
+            if (st + 1 < r->max_len) handoff_poison(r, s.h[(st + 2) % HANDOFF_SLOTS], ra, c0, c1);
             run_step(r, &s, &a, st, 0, ra, jb0, jb1, p0, p1, NULL);
             emit(r, &s, st, 0, ra, c0, c1);
             continue;
@@ -599,21 +655,23 @@ static void run_direction(run_ctx *r, int l, int dir, int tid, int tt, int tn, d
         if (c1 > c0) emit(r, &s, st, 0, ra, c0, c1);
         drnn_barrier_wait(bar);
     }
-    if (handoff) drnn_barrier_wait(bar);   /* store_states reads whole rows */
-    store_states(r, &s, q0, q1);
+    if (handoff) store_own_states(r, &s, c0, c1);
+    else store_states(r, &s, q0, q1);
 }
 
 static void run_task(void *arg, int tid, int n)
 {
     run_ctx *r = (run_ctx *)arg;
     unsigned fpmode = drnn_fpmode_enter();
+    /* A barrier ends each layer but the last: drnn_parallel returns only
+     * once every thread is done. */
     for (int l = 0; l < r->L; ++l) {
         const int pipelined = r->D == 1 && n >= 2 && !r->lengths && r->T >= 2 * PIPE_CHUNK &&
                               split_mode(r, n) == MODE_SINGLE;
         if (pipelined) {
             if (tid == 0) run_direction(r, l, 0, 0, 0, 1, &r->all, 1);
             else project_chunks(r, l, tid, n);
-            drnn_barrier_wait(&r->all);
+            if (l + 1 < r->L) drnn_barrier_wait(&r->all);
             continue;
         }
         const seq_view in = layer_input(r, l);
@@ -621,7 +679,7 @@ static void run_task(void *arg, int tid, int n)
             in.sb == r->T * in.st) {
             project_own_units(r, l, tid, n);
             run_direction(r, l, 0, tid, tid, n, &r->all, 0);
-            drnn_barrier_wait(&r->all);
+            if (l + 1 < r->L) drnn_barrier_wait(&r->all);
             continue;
         }
         project_inputs(r, l, tid, n);
@@ -636,7 +694,7 @@ static void run_task(void *arg, int tid, int n)
                 if (dir + 1 < r->D) drnn_barrier_wait(&r->all);
             }
         }
-        drnn_barrier_wait(&r->all);
+        if (l + 1 < r->L) drnn_barrier_wait(&r->all);
     }
     drnn_fpmode_leave(fpmode);
 }
@@ -672,7 +730,8 @@ static int useful_threads(const drnn_rnn_desc *d, int64_t B, int64_t T, int64_t 
     const double proj_flops = 2.0 * (double)B * (double)T * (double)Np * (double)d->input_size;
     const int64_t whh_bytes = Np * Hout * (int64_t)sizeof(float);
     const int rec = d->num_directions == 2 || B >= 2 * MIN_ROWS_PER_THREAD ||
-                    whh_bytes >= UNIT_SPLIT_BYTES;
+                    whh_bytes >= UNIT_SPLIT_BYTES ||
+                    (T == 1 && whh_bytes >= STEP_SPLIT_BYTES);
     const int proj = proj_flops >= MIN_PARALLEL_FLOPS;
     if (!rec && !proj) return 1;
     return requested;

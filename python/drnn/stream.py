@@ -51,9 +51,10 @@ is never touched by two calls at once.
 
 ``model.stream(num_threads=1)``: each step() runs on the calling thread.
 With ``num_threads=2`` (or more; None: drnn's default), a step whose
-recurrent weights reach 128 KiB (an LSTM of 128 units, a GRU of 148) is
+recurrent weights reach 32 KiB (an LSTM of about 45 units, a GRU of 50) is
 split across cores by hidden units, each streaming its share from its own
-L2 (LSTM 128: 5.9 us -> 3.9 us a step) -- for steps
+cache (2-layer GRU 64: 2.6 -> 2.35 us a step; LSTM 128: 5.8 -> 4.0 us;
+2-layer GRU 256: 36.5 -> 20.1 us) -- for steps
 called back to back (the pool's workers spin ~100 us between jobs; a step
 after a longer pause pays their wake-up).  Results are identical.  run()
 takes num_threads per call, like predict().
