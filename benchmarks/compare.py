@@ -332,15 +332,17 @@ def prepare_stream(w, threads, check_steps=50):
     notes = []
     calls = {}
     if hasattr(model, "stream"):
-        ds = model.stream(batch_size=1)
+        # The same thread budget as the peers: stream(num_threads=threads)
+        # splits a step across cores once its weights pay for it (>= 32 KiB).
+        ds = model.stream(batch_size=1, num_threads=threads)
         y_drnn = np.concatenate([np.reshape(ds.step(x[0, t]), (1, -1))
                                  for t in range(check_steps)])
         diffs["torch vs drnn stream"] = max_diff(y_torch, y_drnn)
         x1 = x[0, 0].copy()                     # one (F,) float32 frame
         step = ds.step
         calls["drnn"] = lambda: step(x1)        # allocates its output, like the peers
-        notes.append("drnn: Stream.step(frame), a new output array per call "
-                     "(step(frame, out=buf) avoids even that)")
+        notes.append(f"drnn: Stream.step(frame) on stream(num_threads={threads}), a new "
+                     "output array per call (step(frame, out=buf) avoids even that)")
     else:
         diffs["torch vs drnn predict (no stream yet)"] = max_diff(y_torch, model.predict(x)[0])
         calls["drnn"] = None
