@@ -21,34 +21,62 @@
 #endif
 #define BLK1 2          /* one row: 2 blocks x 4 gates = 8 chains */
 
-DRNN_INLINE void lstm_finish(const drnn_step_args *a, int phase, int64_t row, int64_t jb,
-                             const vf *s)
+/* std: sigmoid, tanh, tanh, no clip, peepholes or coupled gates (checked
+ * by lstm_standard), with the activations known at compile time. */
+DRNN_INLINE void lstm_finish_k(const drnn_step_args *a, int64_t row, int64_t jb, const vf *s,
+                               const int std)
 {
-    (void)phase;
+    const int F = std ? DRNN_ACT_SIGMOID : DRNN_ACT_ANY, T = std ? DRNN_ACT_TANH : DRNN_ACT_ANY;
     const int64_t Hp = a->Hp, u0 = jb * VW;
     const drnn_act *fa = &a->act[0], *ga = &a->act[1], *ha = &a->act[2];
     const float clip = a->desc->clip;
+    const float *peep = std ? NULL : a->peep;
     const float *x = a->x_ih[row] + jb * 4 * VW;
     float *cp = a->c + row * Hp + u0;
     vf gi = s[0] + vload(x), gf = s[1] + vload(x + VW);
     vf gg = s[2] + vload(x + 2 * VW), go = s[3] + vload(x + 3 * VW);
     const vf c = vload(cp);
-    if (a->peep) {
-        gi += vload(a->peep + u0) * c;
-        gf += vload(a->peep + Hp + u0) * c;
+    if (peep) {
+        gi += vload(peep + u0) * c;
+        gf += vload(peep + Hp + u0) * c;
     }
-    const vf i = vact(fa, vclip(gi, clip));
-    const vf f = a->desc->input_forget ? 1.0f - i : vact(fa, vclip(gf, clip));
-    const vf cn = f * c + i * vact(ga, vclip(gg, clip));
+    const vf i = vgate(F, fa, gi, clip);
+    const vf f = !std && a->desc->input_forget ? 1.0f - i : vgate(F, fa, gf, clip);
+    const vf cn = f * c + i * vgate(T, ga, gg, clip);
     vstore(cp, cn);
-    if (a->peep) go += vload(a->peep + 2 * Hp + u0) * cn;
-    const vf o = vact(fa, vclip(go, clip));
-    vstore(a->h_next + row * Hp + u0, o * vact(ha, cn));
+    if (peep) go += vload(peep + 2 * Hp + u0) * cn;
+    const vf o = vgate(F, fa, go, clip);
+    vstore(a->h_next + row * Hp + u0, o * vgate(T, ha, cn, 0.0f));
+}
+
+DRNN_INLINE void lstm_finish_std(const drnn_step_args *a, int phase, int64_t row, int64_t jb,
+                                 const vf *s)
+{
+    (void)phase;
+    lstm_finish_k(a, row, jb, s, 1);
+}
+
+DRNN_INLINE void lstm_finish_any(const drnn_step_args *a, int phase, int64_t row, int64_t jb,
+                                 const vf *s)
+{
+    (void)phase;
+    lstm_finish_k(a, row, jb, s, 0);
+}
+
+static int lstm_standard(const drnn_step_args *a)
+{
+    return a->act[0].kind == DRNN_ACT_SIGMOID && a->act[1].kind == DRNN_ACT_TANH &&
+           a->act[2].kind == DRNN_ACT_TANH && !(a->desc->clip > 0.0f) && !a->peep &&
+           !a->desc->input_forget;
 }
 
 void DRNN_KERNEL(drnn_lstm_step)(const drnn_step_args *a, int phase,
                                  int64_t r0, int64_t r1, int64_t jb0, int64_t jb1)
 {
-    cell_sums(a, phase, 4, RMAX, BLK1, a->w_hh, a->h_prev, a->ld_h, a->K, r0, r1, jb0, jb1,
-              lstm_finish);
+    if (lstm_standard(a))
+        cell_sums(a, phase, 4, RMAX, BLK1, a->w_hh, a->h_prev, a->ld_h, a->K, r0, r1, jb0, jb1,
+                  lstm_finish_std);
+    else
+        cell_sums(a, phase, 4, RMAX, BLK1, a->w_hh, a->h_prev, a->ld_h, a->K, r0, r1, jb0, jb1,
+                  lstm_finish_any);
 }

@@ -380,38 +380,6 @@ static inline int64_t time_of(const run_ctx *r, const dir_state *s, int64_t b, i
     return s->reverse ? row_length(r, b) - 1 - step : step;
 }
 
-/* A step of few rows waits on memory for its input projections: the
- * projection of 4800 steps is megabytes, in L3 or in another core's cache
- * by the time its step comes.  So each step fetches the next one's early. */
-#define PREFETCH_MAX_ROWS 4
-/* GCC drops a loop of nothing but __builtin_prefetch here as dead code. */
-static inline void prefetch_line(const char *p)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __asm__ volatile("prefetcht0 %0" : : "m"(*p));
-#else
-    __builtin_prefetch(p);
-#endif
-}
-#ifndef PREFETCH_STEPS
-#define PREFETCH_STEPS 4
-#endif
-static inline void prefetch_next_inputs(const run_ctx *r, const dir_state *s, int64_t st,
-                                        int64_t r0, int64_t r1, int64_t jb0, int64_t jb1)
-{
-    const int64_t ahead = st + PREFETCH_STEPS;
-    if (ahead >= r->max_len || r1 - r0 > PREFETCH_MAX_ROWS) return;
-    const int64_t width = r->G * r->k->vw;
-    for (int64_t i = r0; i < r1; ++i) {
-        const int64_t b = r->order[i];
-        if (ahead >= row_length(r, b)) continue;
-        const char *p = (const char *)(s->x_ih + (b * r->T + time_of(r, s, b, ahead)) * r->Np +
-                                       jb0 * width);
-        const int64_t bytes = (jb1 - jb0) * width * (int64_t)sizeof(float);
-        for (int64_t off = 0; off < bytes; off += 64) prefetch_line(p + off);
-    }
-}
-
 /* Step `st` for rows [r0, r1) and unit blocks [jb0, jb1): point the rows at
  * their projections and run the cell's phases (with `bar` between them
  * when units are split).  Returns the buffer parity written. */
@@ -424,7 +392,6 @@ static void run_step(const run_ctx *r, dir_state *s, drnn_step_args *a, int64_t 
         s->x_rows[i] = s->x_ih + (b * r->T + time_of(r, s, b, st)) * r->Np;
     }
     a->x_ih = s->x_rows;
-    prefetch_next_inputs(r, s, st, r0, r1, jb0, jb1);
     a->reverse_blocks = (int)(st & 1);
     a->h_prev = s->h[st % s->nslots];
     float *h_next = s->h[(st + 1) % s->nslots];
