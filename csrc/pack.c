@@ -121,6 +121,10 @@ int drnn_rnn_pack(const drnn_rnn_desc *d, const drnn_cell_weights *weights,
     pack_header *hdr = (pack_header *)base;
     pack_entry *ent = (pack_entry *)(hdr + 1);
     plan(d, vw, hdr, ent);
+    /* Peepholes keep their space but are marked absent when not given: the
+     * kernels then run PyTorch's cell, without adding 0 * c to the gates. */
+    for (int i = 0; i < n; ++i)
+        if (!weights[i].peep) ent[i].peep = -1;
     memset(base + header_floats(n), 0, (size_t)(floats - header_floats(n)) * sizeof(float));
 
     const int64_t H = d->hidden_size, Hp = drnn_round_up(H, vw);
@@ -165,7 +169,6 @@ int drnn_packed_view(const drnn_rnn_desc *d, const void *packed, drnn_packed_lay
         memcmp(&hdr->desc, d, sizeof *d) != 0)
         return DRNN_ERR_ARGUMENT;
     const pack_entry *ent = (const pack_entry *)(hdr + 1);
-    const int has_peep = d->cell == DRNN_CELL_LSTM;
     for (int i = 0; i < hdr->n_entries; ++i) {
         const pack_entry *e = &ent[i];
         drnn_packed_layer *p = &out[i];
@@ -175,7 +178,7 @@ int drnn_packed_view(const drnn_rnn_desc *d, const void *packed, drnn_packed_lay
         p->w_hh = base + e->w_hh;
         p->w_hn = e->w_hn >= 0 ? base + e->w_hn : NULL;
         p->w_hr = e->w_hr >= 0 ? base + e->w_hr : NULL;
-        p->peep = has_peep ? base + e->peep : NULL;
+        p->peep = e->peep >= 0 ? base + e->peep : NULL;
         p->k_in = e->k_in;
     }
     return DRNN_OK;
