@@ -20,6 +20,10 @@
 #include "internal.h"
 
 #define MAX_PANELS 12
+/* A step's weight stream larger than this does not stay in a 32 KiB L1. */
+#ifndef L1_STREAM_BYTES
+#define L1_STREAM_BYTES (40 * 1024)
+#endif
 #define MAX_ACC 24
 
 /* acc[q][b*NG + g] = sum_k h[q][k] * w_{block b, gate g}[k] for R rows and
@@ -65,9 +69,15 @@ DRNN_INLINE void cell_sums(const drnn_step_args *a, const int phase, const int N
     }
     /* Groups of blocks run in either order (each output's sum is the same):
      * alternate steps reverse it so that a step starts on the weights the
-     * last one touched, still in L1 when the whole stream does not fit. */
+     * last one touched, still in L1 when the whole stream does not fit.
+     * Then one block at a time keeps more of them: a group's blocks age
+     * together, and the older one is evicted as it is needed (batch-1 LSTM
+     * 64, 64 KiB: 591 -> 541 ns a step; for streams that fit, groups hide
+     * latency better: LSTM 32, 16 KiB: 142 vs 197 ns). */
+    const int64_t stream_bytes = (jb1 - jb0) * NG * K * VW * (int64_t)sizeof(float);
+    const int group = stream_bytes > L1_STREAM_BYTES ? 1 : BLK1;
     for (int64_t done = 0; done < jb1 - jb0;) {
-        const int nblk = jb1 - jb0 - done >= BLK1 ? BLK1 : 1;
+        const int nblk = jb1 - jb0 - done >= group ? group : 1;
         const int64_t jb = a->reverse_blocks ? jb1 - done - nblk : jb0 + done;
         const float *wb = w + jb * NG * K * VW;
         int64_t r = r0;

@@ -45,7 +45,9 @@
  * LSTM, 4800 steps (ns per step, one thread + pipelined projection -> split):
  * H 64 (64 KiB) 765 -> 775, H 80 1222 -> 1228, H 96 (144 KiB) 1795 -> 1597,
  * H 128 3030 -> 2450. */
+#ifndef UNIT_SPLIT_BYTES
 #define UNIT_SPLIT_BYTES (128 * 1024)
+#endif
 /* A stream's single step (T = 1, one direction) splits from 32 KiB: with
  * no step-to-step handoff it costs only the barrier between layers
  * (2-layer GRU 64, 48 KiB: 2.6 us alone, 2.35 split; LSTM 64 1.78 / 1.70;
