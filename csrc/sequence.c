@@ -42,17 +42,21 @@
 /* Split one direction's units across threads once its recurrent weights
  * reach this (bytes): each thread then streams its share of them from its
  * own L1/L2, and steps are handed over without a barrier (below).  Batch-1
- * LSTM, 4800 steps (ns per step, one thread + pipelined projection -> split):
- * H 64 (64 KiB) 765 -> 775, H 80 1222 -> 1228, H 96 (144 KiB) 1795 -> 1597,
- * H 128 3030 -> 2450. */
+ * LSTM, 4800 steps, ns per step (one thread + pipelined projection -> split;
+ * measured when the split came in): H 64 (64 KiB) 765 -> 775, H 80 1222 ->
+ * 1228, H 96 (144 KiB) 1795 -> 1597, H 128 3030 -> 2450.  With the later
+ * kernels H 64 is still no faster split (640 vs 650). */
 #ifndef UNIT_SPLIT_BYTES
 #define UNIT_SPLIT_BYTES (128 * 1024)
 #endif
 /* A stream's single step (T = 1, one direction) splits from 32 KiB: with
- * no step-to-step handoff it costs only the barrier between layers
- * (2-layer GRU 64, 48 KiB: 2.6 us alone, 2.35 split; LSTM 64 1.78 / 1.70;
- * LSTM 32, 16 KiB, would lose: 0.70 / 0.91). */
+ * no step-to-step handoff it costs only the barrier between layers.  Step
+ * times with the current kernels, alone / split: 2-layer GRU 64 (48 KiB)
+ * 2.56 / 2.51 us, LSTM 64 1.62 / 1.60, LSTM 128 5.4 / 3.6, 2-layer GRU 256
+ * 37 / 21; LSTM 32 (16 KiB) would lose, 0.70 / 0.91. */
+#ifndef STEP_SPLIT_BYTES
 #define STEP_SPLIT_BYTES (32 * 1024)
+#endif
 /* A thread in row-split mode wants at least this many rows. */
 #define MIN_ROWS_PER_THREAD 2
 /* From this many active rows a step's recurrent sums run as one GEMM. */
@@ -452,8 +456,8 @@ static void emit(const run_ctx *r, const dir_state *s, int64_t st, int64_t r0, i
  * sentinel before a later step writes it there, and starts step t once no
  * other thread's part of slot t % 3 still holds the sentinel.  No
  * arithmetic result is a signalling NaN, so a written state never looks
- * unwritten.  (The initial state comes from the user and is never waited
- * on: a barrier covers step 0.)
+ * unwritten.  (The initial state, slot 0, comes from the user and is never
+ * waited on: every thread copies all of it itself.)
  *
  * Why three slots are enough: at step t a thread has seen the others'
  * step t-1 output, so they have finished step t-1 and its reads of slot
@@ -481,10 +485,7 @@ static void handoff_wait(const run_ctx *r, const float *h, int64_t rows, int64_t
     for (int64_t i = 0; i < rows; ++i) {
         const volatile uint32_t *row = (const volatile uint32_t *)(h + i * r->ld_h);
         for (int64_t c = 0; c < r->Hout; ++c) {
-            if (c == c0) {
-                c = c1 - 1;
-                continue;
-            }
+            if (c >= c0 && c < c1) continue;
             for (unsigned spins = 0; row[c] == HANDOFF_SENTINEL;)
                 if (++spins > 2048) sched_yield(); else drnn_cpu_relax();
         }
