@@ -73,9 +73,11 @@ DRNN_INLINE void cell_sums(const drnn_step_args *a, const int phase, const int N
      * Then one block at a time keeps more of them: a group's blocks age
      * together, and the older one is evicted as it is needed (batch-1 LSTM
      * 64, 64 KiB: 591 -> 541 ns a step; for streams that fit, groups hide
-     * latency better: LSTM 32, 16 KiB: 142 vs 197 ns). */
+     * latency better: LSTM 32, 16 KiB: 142 vs 197 ns).  Only with four or
+     * more gates: a lone GRU or RNN block has too few chains to keep the
+     * FMA unit busy (2-layer GRU 256: 2.3 ms in groups, 2.5 alone). */
     const int64_t stream_bytes = (jb1 - jb0) * NG * K * VW * (int64_t)sizeof(float);
-    const int group = stream_bytes > L1_STREAM_BYTES ? 1 : BLK1;
+    const int group = NG >= 4 && stream_bytes > L1_STREAM_BYTES ? 1 : BLK1;
     for (int64_t done = 0; done < jb1 - jb0;) {
         const int nblk = jb1 - jb0 - done >= group ? group : 1;
         const int64_t jb = a->reverse_blocks ? jb1 - done - nblk : jb0 + done;

@@ -21,88 +21,61 @@
 #endif
 #define BLK1 3          /* one row: 3 blocks x 3 gates = 9 chains */
 
-/* std: sigmoid gates, tanh candidate and no clip (gru_standard), with the
- * activations known at compile time. */
-#define GATE_F(std) ((std) ? DRNN_ACT_SIGMOID : DRNN_ACT_ANY)
-#define GATE_G(std) ((std) ? DRNN_ACT_TANH : DRNN_ACT_ANY)
-
 /* linear_before_reset: s = sums of r, z, n. */
-DRNN_INLINE void gru_finish_lbr(const drnn_step_args *a, int64_t row, int64_t jb, const vf *s,
-                                const int std)
+DRNN_INLINE void gru_finish_lbr(const drnn_step_args *a, int phase, int64_t row, int64_t jb,
+                                const vf *s)
 {
+    (void)phase;
     const int64_t u0 = jb * VW;
     const float clip = a->desc->clip;
     const drnn_act *fa = &a->act[0], *ga = &a->act[1];
     const float *x = a->x_ih[row] + jb * 3 * VW;
     const vf hp = vload(a->h_prev + row * a->ld_h + u0);
-    const vf r = vgate(GATE_F(std), fa, s[0] + vload(x), clip);
-    const vf z = vgate(GATE_F(std), fa, s[1] + vload(x + VW), clip);
+    const vf r = vact(fa, vclip(s[0] + vload(x), clip));
+    const vf z = vact(fa, vclip(s[1] + vload(x + VW), clip));
     const vf hn = s[2] + (a->b_hn ? vload(a->b_hn + u0) : vzero());
-    const vf n = vgate(GATE_G(std), ga, vload(x + 2 * VW) + r * hn, clip);
+    const vf n = vact(ga, vclip(vload(x + 2 * VW) + r * hn, clip));
     vstore(a->h_next + row * a->Hp + u0, (1.0f - z) * n + z * hp);
 }
 
 /* Reset before the product, phase 0: s = sums of r, z; keep z and r * h. */
-DRNN_INLINE void gru_finish_rz(const drnn_step_args *a, int64_t row, int64_t jb, const vf *s,
-                               const int std)
+DRNN_INLINE void gru_finish_rz(const drnn_step_args *a, int phase, int64_t row, int64_t jb,
+                               const vf *s)
 {
+    (void)phase;
     const int64_t Hp = a->Hp, u0 = jb * VW;
     const float clip = a->desc->clip;
     const drnn_act *fa = &a->act[0];
     const float *x = a->x_ih[row] + jb * 3 * VW;
     const vf hp = vload(a->h_prev + row * a->ld_h + u0);
-    const vf r = vgate(GATE_F(std), fa, s[0] + vload(x), clip);
-    vstore(a->z + row * Hp + u0, vgate(GATE_F(std), fa, s[1] + vload(x + VW), clip));
+    const vf r = vact(fa, vclip(s[0] + vload(x), clip));
+    vstore(a->z + row * Hp + u0, vact(fa, vclip(s[1] + vload(x + VW), clip)));
     vstore(a->rh + row * Hp + u0, r * hp);
 }
 
 /* Reset before the product, phase 1: s = the sum of R_n (r * h). */
-DRNN_INLINE void gru_finish_n(const drnn_step_args *a, int64_t row, int64_t jb, const vf *s,
-                              const int std)
+DRNN_INLINE void gru_finish_n(const drnn_step_args *a, int phase, int64_t row, int64_t jb,
+                              const vf *s)
 {
+    (void)phase;
     const int64_t Hp = a->Hp, u0 = jb * VW;
     const float *x = a->x_ih[row] + jb * 3 * VW;
     const vf hp = vload(a->h_prev + row * a->ld_h + u0);
-    const vf n = vgate(GATE_G(std), &a->act[1], s[0] + vload(x + 2 * VW), a->desc->clip);
+    const vf n = vact(&a->act[1], vclip(s[0] + vload(x + 2 * VW), a->desc->clip));
     const vf z = vload(a->z + row * Hp + u0);
     vstore(a->h_next + row * Hp + u0, (1.0f - z) * n + z * hp);
-}
-
-/* The cell_finish_fn forms: each finish with std on and off. */
-#define GRU_FINISH_FORMS(name)                                                               \
-    DRNN_INLINE void name##_std(const drnn_step_args *a, int phase, int64_t row, int64_t jb, \
-                                const vf *s)                                                 \
-    {                                                                                        \
-        (void)phase;                                                                         \
-        name(a, row, jb, s, 1);                                                              \
-    }                                                                                        \
-    DRNN_INLINE void name##_any(const drnn_step_args *a, int phase, int64_t row, int64_t jb, \
-                                const vf *s)                                                 \
-    {                                                                                        \
-        (void)phase;                                                                         \
-        name(a, row, jb, s, 0);                                                              \
-    }
-GRU_FINISH_FORMS(gru_finish_lbr)
-GRU_FINISH_FORMS(gru_finish_rz)
-GRU_FINISH_FORMS(gru_finish_n)
-
-static int gru_standard(const drnn_step_args *a)
-{
-    return a->act[0].kind == DRNN_ACT_SIGMOID && a->act[1].kind == DRNN_ACT_TANH &&
-           !(a->desc->clip > 0.0f);
 }
 
 void DRNN_KERNEL(drnn_gru_step)(const drnn_step_args *a, int phase,
                                 int64_t r0, int64_t r1, int64_t jb0, int64_t jb1)
 {
-    const int std = gru_standard(a);
     if (a->desc->linear_before_reset)
         cell_sums(a, 0, 3, RMAX, BLK1, a->w_hh, a->h_prev, a->ld_h, a->K, r0, r1, jb0, jb1,
-                  std ? gru_finish_lbr_std : gru_finish_lbr_any);
+                  gru_finish_lbr);
     else if (phase == 0)
         cell_sums(a, 0, 2, RMAX, BLK1, a->w_hh, a->h_prev, a->ld_h, a->K, r0, r1, jb0, jb1,
-                  std ? gru_finish_rz_std : gru_finish_rz_any);
+                  gru_finish_rz);
     else
         cell_sums(a, 1, 1, RMAX, BLK1, a->w_hn, a->rh, a->Hp, a->H, r0, r1, jb0, jb1,
-                  std ? gru_finish_n_std : gru_finish_n_any);
+                  gru_finish_n);
 }

@@ -478,10 +478,33 @@ static void handoff_poison(const run_ctx *r, float *h, int64_t rows, int64_t c0,
     atomic_thread_fence(memory_order_release);
 }
 
-/* Wait until every column of rows [0, rows) of h outside this thread's own
- * [c0, c1) has been written. */
-static void handoff_wait(const run_ctx *r, const float *h, int64_t rows, int64_t c0, int64_t c1)
+static inline void handoff_spin(const volatile uint32_t *p)
 {
+    for (unsigned spins = 0; *p == HANDOFF_SENTINEL;)
+        if (++spins > 2048) sched_yield(); else drnn_cpu_relax();
+}
+
+/* Wait until every column of rows [0, rows) of h outside this thread's own
+ * [c0, c1) has been written by step st - 1.  Spinning on the lines another
+ * thread is still writing would pull them away from it at every store, so
+ * first wait on one word per other thread: the last one its step writes
+ * (last row, last block visited -- the kernels alternate the block order
+ * with the step's parity); its earlier stores are visible by then. */
+static void handoff_wait(const run_ctx *r, const float *h, int64_t st, int64_t rows, int tt,
+                         int tn, int64_t c0, int64_t c1)
+{
+    const int vw = r->k->vw;
+    const int reversed = (int)((st - 1) & 1);
+    for (int t = 0; t < tn; ++t) {
+        if (t == tt) continue;
+        int64_t jb0, jb1;
+        drnn_split(r->Hp / vw, tn, t, &jb0, &jb1);
+        if (jb1 <= jb0) continue;
+        const int64_t jb = reversed ? jb0 : jb1 - 1;
+        int64_t col = (jb + 1) * vw - 1;
+        if (col >= r->Hout) col = r->Hout - 1;
+        handoff_spin((const volatile uint32_t *)(h + (rows - 1) * r->ld_h + col));
+    }
     for (int64_t i = 0; i < rows; ++i) {
         const volatile uint32_t *row = (const volatile uint32_t *)(h + i * r->ld_h);
         for (int64_t c = 0; c < r->Hout; ++c) {
@@ -615,7 +638,7 @@ static void run_direction(run_ctx *r, int l, int dir, int tid, int tt, int tn, d
         const int64_t ra = active_end(r, 0, r->B, st);
         if (ra == 0) break;
         if (handoff) {
-            if (st > 0) handoff_wait(r, s.h[st % HANDOFF_SLOTS], ra, c0, c1);
+            if (st > 0) handoff_wait(r, s.h[st % HANDOFF_SLOTS], st, ra, tt, tn, c0, c1);
             if (st + 1 < r->max_len) handoff_poison(r, s.h[(st + 2) % HANDOFF_SLOTS], ra, c0, c1);
             run_step(r, &s, &a, st, 0, ra, jb0, jb1, p0, p1, NULL);
             emit(r, &s, st, 0, ra, c0, c1);
