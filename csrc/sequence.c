@@ -508,9 +508,7 @@ static void handoff_wait(const run_ctx *r, const float *h, int64_t st, int64_t r
     for (int64_t i = 0; i < rows; ++i) {
         const volatile uint32_t *row = (const volatile uint32_t *)(h + i * r->ld_h);
         for (int64_t c = 0; c < r->Hout; ++c) {
-            if (c >= c0 && c < c1) continue;
-            for (unsigned spins = 0; row[c] == HANDOFF_SENTINEL;)
-                if (++spins > 2048) sched_yield(); else drnn_cpu_relax();
+            if (c < c0 || c >= c1) handoff_spin(row + c);
         }
     }
     atomic_thread_fence(memory_order_acquire);

@@ -173,7 +173,6 @@ DRNN_INLINE vf vgate(const int kind, const drnn_act *a, vf x, float clip)
     switch (kind) {
     case DRNN_ACT_SIGMOID: return vsigmoid(x);
     case DRNN_ACT_TANH: return vtanh(x);
-    case DRNN_ACT_RELU: return vmaxk(x, vzero());
     default: return vact(a, vclip(x, clip));
     }
 }

@@ -1007,23 +1007,37 @@ def test_zip_bombs_refused(tmp_path):
     _expect_refused(str(p))
 
 
+def _h5_copy(tmp_path):
+    """A writable copy of a Keras .h5 fixture, to plant a bomb in."""
+    p = tmp_path / "bomb.h5"
+    shutil.copy(os.path.join(FIXTURES, "keras", "bigru_reset_before.h5"), p)
+    return p
+
+
+def _h5_bomb_dataset(f, name, kind, shape, chunks):
+    """Replace dataset `name` of the open file f by one declaring `shape` but
+    storing almost nothing: "unallocated" chunks, or ("gzip") one compressed
+    chunk of zeros."""
+    del f[name]
+    if kind == "unallocated":
+        f.create_dataset(name, shape=shape, dtype="f4", chunks=chunks)
+    else:
+        ds = f.create_dataset(name, shape=shape, dtype="f4", chunks=chunks,
+                              compression="gzip", compression_opts=9)
+        ds[:chunks[0]] = 0.0
+
+
 @pytest.mark.parametrize("kind", ["unallocated", "gzip"])
 def test_h5_declared_size_bombs(tmp_path, kind):
     h5py = pytest.importorskip("h5py")
-    src = os.path.join(FIXTURES, "keras", "bigru_reset_before.h5")
-    p = tmp_path / "bomb.h5"
-    shutil.copy(src, p)
+    p = _h5_copy(tmp_path)
     with h5py.File(p, "r+") as f:
         items = []
         f.visititems(lambda n, o: items.append(n) if isinstance(o, h5py.Dataset) else None)
-        name = items[0]
-        del f[name]
         if kind == "unallocated":
-            f.create_dataset(name, shape=(2**20, 2**20), dtype="f4", chunks=True)
+            _h5_bomb_dataset(f, items[0], kind, (2**20, 2**20), True)
         else:
-            ds = f.create_dataset(name, shape=(2**28,), dtype="f4", chunks=(2**20,),
-                                  compression="gzip", compression_opts=9)
-            ds[:2**20] = 0.0
+            _h5_bomb_dataset(f, items[0], kind, (2**28,), (2**20,))
     _expect_refused(str(p))
 
 
@@ -1083,9 +1097,7 @@ def test_pickle_code_never_runs(tmp_path):
 def test_h5_bomb_with_consistent_config(tmp_path, kind):
     """A weight whose huge shape agrees with the config, stored in a few bytes."""
     h5py = pytest.importorskip("h5py")
-    src = os.path.join(FIXTURES, "keras", "bigru_reset_before.h5")
-    p = tmp_path / "bomb.h5"
-    shutil.copy(src, p)
+    p = _h5_copy(tmp_path)
     F = 2**26
     with h5py.File(p, "r+") as f:
         cfg = json.loads(f.attrs["model_config"])
@@ -1093,13 +1105,7 @@ def test_h5_bomb_with_consistent_config(tmp_path, kind):
         f.attrs["model_config"] = json.dumps(cfg)
         for d in ("forward_gru", "backward_gru"):
             name = f"model_weights/bidirectional/sequential_1/bidirectional/{d}/gru_cell/kernel"
-            del f[name]
-            if kind == "unallocated":
-                f.create_dataset(name, shape=(F, 12), dtype="f4", chunks=(2**16, 12))
-            else:
-                ds = f.create_dataset(name, shape=(F, 12), dtype="f4", chunks=(2**16, 12),
-                                      compression="gzip", compression_opts=9)
-                ds[:2**16] = 0.0
+            _h5_bomb_dataset(f, name, kind, (F, 12), (2**16, 12))
     _expect_refused(str(p))
 
 
