@@ -78,6 +78,32 @@ DRNN_INLINE void cell_sums(const drnn_step_args *a, const int phase, const int N
      * FMA unit busy (2-layer GRU 256: 2.3 ms in groups, 2.5 alone). */
     const int64_t stream_bytes = (jb1 - jb0) * NG * K * VW * (int64_t)sizeof(float);
     const int group = NG >= 4 && stream_bytes > L1_STREAM_BYTES ? 1 : BLK1;
+    if (r1 - r0 == 1) {
+        /* One row (the batch-1 step): these plain loops compile tighter
+         * than the general one below -- finish keeps its constants in
+         * registers across blocks (LSTM 64: 570 -> 515 ns a step). */
+        const float *hr = h + r0 * ld;
+        if (group == 1) {
+            for (int64_t done = 0; done < jb1 - jb0; ++done) {
+                const int64_t jb = a->reverse_blocks ? jb1 - 1 - done : jb0 + done;
+                panel_sums(1, 1, NG, w + jb * NG * K * VW, K, hr, ld, acc);
+                finish(a, phase, r0, jb, acc);
+            }
+            return;
+        }
+        int64_t done = 0;
+        for (; done + BLK1 <= jb1 - jb0; done += BLK1) {
+            const int64_t jb = a->reverse_blocks ? jb1 - done - BLK1 : jb0 + done;
+            panel_sums(1, BLK1, NG, w + jb * NG * K * VW, K, hr, ld, acc);
+            for (int b = 0; b < BLK1; ++b) finish(a, phase, r0, jb + b, acc + b * NG);
+        }
+        for (; done < jb1 - jb0; ++done) {
+            const int64_t jb = a->reverse_blocks ? jb1 - 1 - done : jb0 + done;
+            panel_sums(1, 1, NG, w + jb * NG * K * VW, K, hr, ld, acc);
+            finish(a, phase, r0, jb, acc);
+        }
+        return;
+    }
     for (int64_t done = 0; done < jb1 - jb0;) {
         const int nblk = jb1 - jb0 - done >= group ? group : 1;
         const int64_t jb = a->reverse_blocks ? jb1 - done - nblk : jb0 + done;
