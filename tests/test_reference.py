@@ -354,6 +354,31 @@ def test_batch_equals_single_sequences():
         assert_close(y[b, :n], model.predict(x[b, :n]), 1e-6, f"sequence {b}")
 
 
+@pytest.mark.parametrize("variant", ["rnn_tanh", "lstm", "lstm_proj", "gru", "gru_lbr0"])
+@pytest.mark.parametrize("direction", ["fwd", "rev", "bi"])
+@pytest.mark.parametrize("H", [16, 32])
+def test_batch1_states_in_output_rows(variant, direction, H):
+    """Batch 1 with the hidden size a multiple of every vector width: each
+    step's state is written into its output row and read back there.  Two
+    layers (the first writes the workspace), a length short of T (padded
+    steps zero, final state at the length), initial states, 1 and 2 threads."""
+    kind, opts = VARIANTS[variant]
+    opts = dict(opts, **DIRECTIONS[direction])
+    d_layer, r_layer = build(kind, 5, H, 2, seed=H, **opts)
+    rng = np.random.default_rng(H)
+    x = rng.standard_normal((1, 9, 5)).astype(np.float32)
+    init = initial_state(r_layer, 1, rng)
+    for lengths in (None, [6]):
+        y, state = check_single(d_layer, r_layer, x, lengths, init)
+        model = drnn.DRNN([d_layer])
+        y2, state2 = model.predict(x, lengths=lengths, initial_state=init, return_state=True,
+                                   num_threads=2)
+        np.testing.assert_array_equal(y2, y)
+        for a, b in zip(state if isinstance(state, tuple) else [state],
+                        state2 if isinstance(state2, tuple) else [state2]):
+            np.testing.assert_array_equal(a, b)
+
+
 # ---------------------------------------------------------------------------
 # mixed stacks, dense and embedding
 # ---------------------------------------------------------------------------
