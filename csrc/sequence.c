@@ -69,6 +69,11 @@
 #define HANDOFF_SLOTS 3
 /* Projections smaller than this (flops) are not worth waking a thread. */
 #define MIN_PARALLEL_FLOPS 2.0e6
+/* Each thread's row pointers start on their own cache line: a thread
+ * rewrites them every step and its kernels read them, so sharing a line
+ * with another thread's would bounce it between the cores at every step
+ * (a units split at batch 1: ~100 ns a step). */
+#define ROW_PTRS_PER_LINE (ALIGN / sizeof(float *))
 
 /* ---- description and workspace ------------------------------------------ */
 
@@ -92,7 +97,7 @@ int drnn_check_desc(const drnn_rnn_desc *d)
 
 typedef struct {
     size_t views, order, x_rows, x_ih[2], seq[2], h[2][HANDOFF_SLOTS], c[2], out[2], z[2], rh[2], sums[2],
-        chunks, total;
+        chunks, total, rows_stride;
     int64_t ld_h;
 } ws_plan;
 
@@ -127,11 +132,13 @@ static int plan_workspace(const drnn_rnn_desc *d, int64_t batch, int64_t steps, 
     const size_t Np = (size_t)drnn_gate_count(d->cell) * Hp;
     const size_t ld_h = d->proj_size > 0 ? Hout : Hp;
     size_t bt, seq_elems, xih_elems, rows_ptrs;
+    const size_t rows_stride = (B + ROW_PTRS_PER_LINE - 1) / ROW_PTRS_PER_LINE * ROW_PTRS_PER_LINE;
     if (!mul_ok(B, T, &bt) || !mul_ok(bt, D * Hout, &seq_elems) || !mul_ok(bt, Np, &xih_elems) ||
-        !mul_ok(B, (size_t)nthreads, &rows_ptrs))
+        !mul_ok(rows_stride, (size_t)nthreads, &rows_ptrs))
         return DRNN_ERR_OVERFLOW;
     memset(p, 0, sizeof *p);
     p->ld_h = (int64_t)ld_h;
+    p->rows_stride = rows_stride;
     size_t cur = 0;
     int ok = reserve(&cur, &p->chunks, (T + PIPE_CHUNK - 1) / PIPE_CHUNK, sizeof(atomic_int)) &&
              reserve(&cur, &p->views, (size_t)d->num_layers * D, sizeof(drnn_packed_layer)) &&
@@ -307,7 +314,7 @@ static void dir_init(const run_ctx *r, dir_state *s, int l, int dir, int tid)
     s->z = p->z[dir] || p->rh[dir] ? (float *)(r->ws + p->z[dir]) : NULL;
     s->rh = p->rh[dir] ? (float *)(r->ws + p->rh[dir]) : NULL;
     s->sums = p->sums[dir] ? (float *)(r->ws + p->sums[dir]) : NULL;
-    s->x_rows = (const float **)(r->ws + p->x_rows) + (size_t)tid * r->B;
+    s->x_rows = (const float **)(r->ws + p->x_rows) + (size_t)tid * p->rows_stride;
     s->y = layer_output(r, l);
 }
 
