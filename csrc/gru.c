@@ -21,21 +21,36 @@
 #endif
 #define BLK1 3          /* one row: 3 blocks x 3 gates = 9 chains */
 
-/* linear_before_reset: s = sums of r, z, n. */
-DRNN_INLINE void gru_finish_lbr(const drnn_step_args *a, int phase, int64_t row, int64_t jb,
-                                const vf *s)
+/* linear_before_reset: s = sums of r, z, n.  std: sigmoid and tanh, no
+ * clip (gru_standard), with the activations known at compile time. */
+DRNN_INLINE void gru_finish_lbr_k(const drnn_step_args *a, int64_t row, int64_t jb, const vf *s,
+                                  const int std)
 {
-    (void)phase;
+    const int F = std ? DRNN_ACT_SIGMOID : DRNN_ACT_ANY, G = std ? DRNN_ACT_TANH : DRNN_ACT_ANY;
     const int64_t u0 = jb * VW;
     const float clip = a->desc->clip;
     const drnn_act *fa = &a->act[0], *ga = &a->act[1];
     const float *x = a->x_ih[row] + jb * 3 * VW;
     const vf hp = vload(a->h_prev + row * a->ld_h + u0);
-    const vf r = vact(fa, vclip(s[0] + vload(x), clip));
-    const vf z = vact(fa, vclip(s[1] + vload(x + VW), clip));
+    const vf r = vgate(F, fa, s[0] + vload(x), clip);
+    const vf z = vgate(F, fa, s[1] + vload(x + VW), clip);
     const vf hn = s[2] + (a->b_hn ? vload(a->b_hn + u0) : vzero());
-    const vf n = vact(ga, vclip(vload(x + 2 * VW) + r * hn, clip));
+    const vf n = vgate(G, ga, vload(x + 2 * VW) + r * hn, clip);
     vstore(a->h_next + row * a->Hp + u0, (1.0f - z) * n + z * hp);
+}
+
+DRNN_INLINE void gru_finish_lbr_std(const drnn_step_args *a, int phase, int64_t row, int64_t jb,
+                                    const vf *s)
+{
+    (void)phase;
+    gru_finish_lbr_k(a, row, jb, s, 1);
+}
+
+DRNN_INLINE void gru_finish_lbr(const drnn_step_args *a, int phase, int64_t row, int64_t jb,
+                                const vf *s)
+{
+    (void)phase;
+    gru_finish_lbr_k(a, row, jb, s, 0);
 }
 
 /* Reset before the product, phase 0: s = sums of r, z; keep z and r * h. */
@@ -66,10 +81,19 @@ DRNN_INLINE void gru_finish_n(const drnn_step_args *a, int phase, int64_t row, i
     vstore(a->h_next + row * Hp + u0, (1.0f - z) * n + z * hp);
 }
 
+static int gru_standard(const drnn_step_args *a)
+{
+    return a->act[0].kind == DRNN_ACT_SIGMOID && a->act[1].kind == DRNN_ACT_TANH &&
+           !(a->desc->clip > 0.0f);
+}
+
 void DRNN_KERNEL(drnn_gru_step)(const drnn_step_args *a, int phase,
                                 int64_t r0, int64_t r1, int64_t jb0, int64_t jb1)
 {
-    if (a->desc->linear_before_reset)
+    if (a->desc->linear_before_reset && gru_standard(a))
+        cell_sums(a, 0, 3, RMAX, BLK1, a->w_hh, a->h_prev, a->ld_h, a->K, r0, r1, jb0, jb1,
+                  gru_finish_lbr_std);
+    else if (a->desc->linear_before_reset)
         cell_sums(a, 0, 3, RMAX, BLK1, a->w_hh, a->h_prev, a->ld_h, a->K, r0, r1, jb0, jb1,
                   gru_finish_lbr);
     else if (phase == 0)
