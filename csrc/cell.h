@@ -66,6 +66,21 @@ DRNN_INLINE int64_t row_groups(const drnn_step_args *a, const int phase, const i
     return done;
 }
 
+/* One row, the blocks from `done` on, fewer than a BLK1 group: in groups
+ * of 4 and 2 before single blocks -- a lone GRU or RNN block is too few
+ * FMA chains to hide their latency (batch-1 RNN 64, four blocks: 350 ->
+ * 235 ns a step; GRU 32, two blocks: 197 -> 181). */
+DRNN_INLINE void row_tail(const drnn_step_args *a, const int phase, const int NG, const int BLK1,
+                          const float *w, const float *hr, int64_t ld, int64_t K, int64_t r0,
+                          int64_t jb0, int64_t jb1, int64_t done, cell_finish_fn finish)
+{
+    if (BLK1 > 4 && 4 * NG <= MAX_PANELS)
+        done = row_groups(a, phase, NG, 4, w, hr, ld, K, r0, jb0, jb1, done, finish);
+    if (BLK1 > 2 && 2 * NG <= MAX_PANELS)
+        done = row_groups(a, phase, NG, 2, w, hr, ld, K, r0, jb0, jb1, done, finish);
+    row_groups(a, phase, NG, 1, w, hr, ld, K, r0, jb0, jb1, done, finish);
+}
+
 /* The sums of `phase` for rows [r0, r1), blocks [jb0, jb1), then finish.
  * NG gates per block in this phase; w the phase's panels (NG per block),
  * h / ld / K its input. */
@@ -98,36 +113,30 @@ DRNN_INLINE void cell_sums(const drnn_step_args *a, const int phase, const int N
     if (r1 - r0 == 1) {
         /* One row (the batch-1 step): these plain loops compile tighter
          * than the general one below -- finish keeps its constants in
-         * registers across blocks (LSTM 64: 570 -> 515 ns a step).  Blocks
-         * left over after the full groups go in smaller groups, not one by
-         * one: a lone GRU or RNN block has too few chains to hide the FMA
-         * latency (RNN 64, four blocks: 230 -> 135 ns a step; GRU 32, two
-         * blocks: 122 -> 96). */
+         * registers across blocks (LSTM 64: 570 -> 515 ns a step). */
         const float *hr = h + r0 * ld;
-        if (group == 1) {
-            row_groups(a, phase, NG, 1, w, hr, ld, K, r0, jb0, jb1, 0, finish);
-            return;
-        }
-        int64_t done = row_groups(a, phase, NG, BLK1, w, hr, ld, K, r0, jb0, jb1, 0, finish);
-        if (BLK1 > 4 && 4 * NG <= MAX_PANELS)
-            done = row_groups(a, phase, NG, 4, w, hr, ld, K, r0, jb0, jb1, done, finish);
-        if (BLK1 > 2 && 2 * NG <= MAX_PANELS)
-            done = row_groups(a, phase, NG, 2, w, hr, ld, K, r0, jb0, jb1, done, finish);
-        row_groups(a, phase, NG, 1, w, hr, ld, K, r0, jb0, jb1, done, finish);
+        const int64_t done = group == 1
+            ? row_groups(a, phase, NG, 1, w, hr, ld, K, r0, jb0, jb1, 0, finish)
+            : row_groups(a, phase, NG, BLK1, w, hr, ld, K, r0, jb0, jb1, 0, finish);
+        row_tail(a, phase, NG, BLK1, w, hr, ld, K, r0, jb0, jb1, done, finish);
         return;
     }
-    for (int64_t done = 0; done < jb1 - jb0;) {
-        const int nblk = jb1 - jb0 - done >= group ? group : 1;
-        const int64_t jb = a->reverse_blocks ? jb1 - done - nblk : jb0 + done;
+    /* Several rows: each group of blocks is visited once, its weights
+     * shared by groups of RMAX rows while they are in L1; rows left over
+     * go one at a time. */
+    const int64_t nb = jb1 - jb0;
+    int64_t done = 0;
+    for (; done + group <= nb; done += group) {
+        const int64_t jb = a->reverse_blocks ? jb1 - done - group : jb0 + done;
         const float *wb = w + jb * NG * K * VW;
         int64_t r = r0;
         for (; r + RMAX <= r1; r += RMAX)
-            for (int b = 0; b < nblk; ++b) {
+            for (int b = 0; b < group; ++b) {
                 panel_sums(RMAX, 1, NG, wb + b * NG * K * VW, K, h + r * ld, ld, acc);
                 for (int q = 0; q < RMAX; ++q) finish(a, phase, r + q, jb + b, acc + q * NG);
             }
         for (; r < r1; ++r) {
-            if (nblk == BLK1) {
+            if (group == BLK1) {
                 panel_sums(1, BLK1, NG, wb, K, h + r * ld, ld, acc);
                 for (int b = 0; b < BLK1; ++b) finish(a, phase, r, jb + b, acc + b * NG);
             } else {
@@ -135,8 +144,19 @@ DRNN_INLINE void cell_sums(const drnn_step_args *a, const int phase, const int N
                 finish(a, phase, r, jb, acc);
             }
         }
-        done += nblk;
     }
+    if (done == nb) return;
+    /* Fewer blocks left than a group: row groups take them one by one,
+     * single rows in smaller groups. */
+    int64_t r = r0;
+    for (; r + RMAX <= r1; r += RMAX)
+        for (int64_t i = done; i < nb; ++i) {
+            const int64_t jb = a->reverse_blocks ? jb1 - 1 - i : jb0 + i;
+            panel_sums(RMAX, 1, NG, w + jb * NG * K * VW, K, h + r * ld, ld, acc);
+            for (int q = 0; q < RMAX; ++q) finish(a, phase, r + q, jb, acc + q * NG);
+        }
+    for (; r < r1; ++r)
+        row_tail(a, phase, NG, BLK1, w, h + r * ld, ld, K, r, jb0, jb1, done, finish);
 }
 
 #endif /* DRNN_CELL_H */

@@ -380,18 +380,20 @@ def test_batch1_states_in_output_rows(variant, direction, H):
 
 
 @pytest.mark.parametrize("kind", ["RNN", "GRU", "LSTM"])
-def test_one_row_block_groupings(kind):
-    """A batch-1 step visits its blocks of hidden units in groups whose sizes
-    depend on how many blocks there are (and on the vector width).  Every
-    grouping gives the reference's numbers, and the same bits as the row
-    inside a batch of 13 (whose recurrent sums run as one GEMM)."""
+@pytest.mark.parametrize("B", [1, 3, 7])
+def test_block_groupings_small_batches(kind, B):
+    """Small batches visit their blocks of hidden units in groups whose sizes
+    depend on how many blocks there are (and on the vector width), rows in
+    groups and one by one.  Every grouping gives the reference's numbers,
+    and the same bits as those rows inside a batch of 13 (whose recurrent
+    sums run as one GEMM)."""
     rng = np.random.default_rng(5)
     for H in (16, 32, 48, 64, 80, 96, 112, 144, 200):
         d_layer, r_layer = build(kind, 6, H, 1, seed=H)
         x = rng.standard_normal((13, 6, 6)).astype(np.float32)
-        y1, _ = check_single(d_layer, r_layer, x[:1], None, None)
+        y, _ = check_single(d_layer, r_layer, x[:B], None, None)
         y13 = drnn.DRNN([d_layer]).predict(x, num_threads=1)
-        np.testing.assert_array_equal(y13[:1], y1, err_msg=f"H={H}")
+        np.testing.assert_array_equal(y13[:B], y, err_msg=f"H={H}")
 
 
 # ---------------------------------------------------------------------------
