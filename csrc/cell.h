@@ -66,6 +66,17 @@ DRNN_INLINE int64_t row_groups(const drnn_step_args *a, const int phase, const i
     return done;
 }
 
+/* R rows (R < RMAX) of one block. */
+DRNN_INLINE void rows_block(const drnn_step_args *a, const int phase, const int NG, const int RMAX,
+                            const int R, const float *wb, const float *h, int64_t ld, int64_t K,
+                            int64_t r, int64_t jb, cell_finish_fn finish)
+{
+    if (R >= RMAX || R * NG > MAX_ACC) return;     /* never called so */
+    vf acc[MAX_ACC];
+    panel_sums(R, 1, NG, wb, K, h + r * ld, ld, acc);
+    for (int q = 0; q < R; ++q) finish(a, phase, r + q, jb, acc + q * NG);
+}
+
 /* One row, the blocks from `done` on, fewer than a BLK1 group: in groups
  * of 4 and 2 before single blocks -- a lone GRU or RNN block is too few
  * FMA chains to hide their latency (batch-1 RNN 64, four blocks: 350 ->
@@ -135,6 +146,24 @@ DRNN_INLINE void cell_sums(const drnn_step_args *a, const int phase, const int N
                 panel_sums(RMAX, 1, NG, wb + b * NG * K * VW, K, h + r * ld, ld, acc);
                 for (int q = 0; q < RMAX; ++q) finish(a, phase, r + q, jb + b, acc + q * NG);
             }
+        /* A few rows left: one panel of them when that makes more chains
+         * than a single row's group (each weight load then serves them all). */
+        const int left = (int)(r1 - r);
+        if (left >= 2 && (group == 1 || left >= BLK1)) {
+            for (int b = 0; b < group; ++b) {
+                const float *wbb = wb + b * NG * K * VW;
+                switch (left) {
+                case 2: rows_block(a, phase, NG, RMAX, 2, wbb, h, ld, K, r, jb + b, finish); break;
+                case 3: rows_block(a, phase, NG, RMAX, 3, wbb, h, ld, K, r, jb + b, finish); break;
+                case 4: rows_block(a, phase, NG, RMAX, 4, wbb, h, ld, K, r, jb + b, finish); break;
+                case 5: rows_block(a, phase, NG, RMAX, 5, wbb, h, ld, K, r, jb + b, finish); break;
+                default:
+                    for (int q = 0; q < left; ++q)
+                        rows_block(a, phase, NG, RMAX, 1, wbb, h, ld, K, r + q, jb + b, finish);
+                }
+            }
+            r = r1;
+        }
         for (; r < r1; ++r) {
             if (group == BLK1) {
                 panel_sums(1, BLK1, NG, wb, K, h + r * ld, ld, acc);
