@@ -10,8 +10,11 @@
  *
  * cell_sums() runs a kernel's finish() over rows [r0, r1) and blocks
  * [jb0, jb1) either from sums a GEMM already computed (a->sums) or with
- * panel_sums, in groups of RMAX rows (one block at a time, its weights
- * reused across the group) and single rows BLK1 blocks at a time.
+ * panel_sums: groups of RMAX rows take one block at a time (its weights
+ * reused across the group), the rows left over one panel or one row at a
+ * time, a single row BLK1 blocks at a time (one, when the stream outgrows
+ * L1) and its last blocks in smaller groups.  Which grouping runs never
+ * changes a sum, only how many chains hide the FMA latency.
  */
 #ifndef DRNN_CELL_H
 #define DRNN_CELL_H
