@@ -74,7 +74,8 @@ DRNN_INLINE void rows_block(const drnn_step_args *a, const int phase, const int 
                             const int R, const float *wb, const float *h, int64_t ld, int64_t K,
                             int64_t r, int64_t jb, cell_finish_fn finish)
 {
-    if (R >= RMAX || R * NG > MAX_ACC) return;     /* never called so */
+    /* The caller's switch instantiates every R; these never run. */
+    if (R >= RMAX || R * NG > MAX_ACC) return;
     vf acc[MAX_ACC];
     panel_sums(R, 1, NG, wb, K, h + r * ld, ld, acc);
     for (int q = 0; q < R; ++q) finish(a, phase, r + q, jb, acc + q * NG);
@@ -136,8 +137,8 @@ DRNN_INLINE void cell_sums(const drnn_step_args *a, const int phase, const int N
         return;
     }
     /* Several rows: each group of blocks is visited once, its weights
-     * shared by groups of RMAX rows while they are in L1; rows left over
-     * go one at a time. */
+     * shared by groups of RMAX rows while they are in L1; the rows left
+     * over go as one panel, or one at a time. */
     const int64_t nb = jb1 - jb0;
     int64_t done = 0;
     for (; done + group <= nb; done += group) {

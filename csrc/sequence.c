@@ -327,7 +327,11 @@ static int direct_ok(const run_ctx *r, const dir_state *s)
     return r->B == 1 && r->Hp == r->Hout && !s->out;
 }
 
-static inline int64_t time_of(const run_ctx *r, const dir_state *s, int64_t b, int64_t step);
+/* The time step row b reads at step `step` of its direction. */
+static inline int64_t time_of(const run_ctx *r, const dir_state *s, int64_t b, int64_t step)
+{
+    return s->reverse ? row_length(r, b) - 1 - step : step;
+}
 
 static float *out_row(const run_ctx *r, const dir_state *s, int64_t st)
 {
@@ -415,11 +419,6 @@ static void store_states(const run_ctx *r, const dir_state *s, int64_t r0, int64
             memset(s->y.ptr + b * s->y.sb + t * s->y.st + s->dir * r->Hout, 0,
                    (size_t)r->Hout * sizeof(float));
     }
-}
-
-static inline int64_t time_of(const run_ctx *r, const dir_state *s, int64_t b, int64_t step)
-{
-    return s->reverse ? row_length(r, b) - 1 - step : step;
 }
 
 /* Step `st` for rows [r0, r1) and unit blocks [jb0, jb1): point the rows at
