@@ -45,15 +45,15 @@
  * LSTM, 4800 steps, ns per step (one thread + pipelined projection -> split;
  * measured when the split came in): H 64 (64 KiB) 765 -> 775, H 80 1222 ->
  * 1228, H 96 (144 KiB) 1795 -> 1597, H 128 3030 -> 2450.  With the later
- * kernels H 64 is still no faster split (640 vs 650). */
+ * kernels H 64 is still no faster split (533 vs 600-700, RESULTS.md). */
 #ifndef UNIT_SPLIT_BYTES
 #define UNIT_SPLIT_BYTES (128 * 1024)
 #endif
 /* A stream's single step (T = 1, one direction) splits from 32 KiB: with
  * no step-to-step handoff it costs only the barrier between layers.  Step
  * times with the current kernels, alone / split: 2-layer GRU 64 (48 KiB)
- * 2.56 / 2.51 us, LSTM 64 1.62 / 1.60, LSTM 128 5.4 / 3.6, 2-layer GRU 256
- * 37 / 21; LSTM 32 (16 KiB) would lose, 0.70 / 0.91. */
+ * 2.4 / 2.2 us, LSTM 64 1.55 / 1.6, LSTM 128 5.3 / 3.5, 2-layer GRU 256
+ * 36 / 20; LSTM 32 (16 KiB) would lose, 0.70 / 0.91. */
 #ifndef STEP_SPLIT_BYTES
 #define STEP_SPLIT_BYTES (32 * 1024)
 #endif

@@ -53,8 +53,8 @@ is never touched by two calls at once.
 With ``num_threads=2`` (or more; None: drnn's default), a step whose
 recurrent weights reach 32 KiB (an LSTM of about 45 units, a GRU of 50) is
 split across cores by hidden units, each streaming its share from its own
-cache (LSTM 128: 5.4 -> 3.6 us a step; 2-layer GRU 256: 37 -> 21 us;
-2-layer GRU 64: 2.56 -> 2.51 us) -- for steps
+cache (LSTM 128: 5.3 -> 3.5 us a step; 2-layer GRU 256: 36 -> 20 us;
+2-layer GRU 64: 2.4 -> 2.2 us) -- for steps
 called back to back (the pool's workers spin ~100 us between jobs; a step
 after a longer pause pays their wake-up).  Results are identical.  run()
 takes num_threads per call, like predict().
