@@ -26,6 +26,16 @@
 #define BLK1 2
 #define BLK1_RESET 4
 
+/* The finish cell_sums calls: one form, with its activations known at
+ * compile time (std) or not. */
+#define GRU_FINISH(name, form, std)                                                              \
+    DRNN_INLINE void name(const drnn_step_args *a, int phase, int64_t row, int64_t jb,           \
+                          const vf *s)                                                           \
+    {                                                                                            \
+        (void)phase;                                                                             \
+        form(a, row, jb, s, std);                                                                \
+    }
+
 /* linear_before_reset: s = sums of r, z, n.  std: sigmoid and tanh, no
  * clip (gru_standard), with the activations known at compile time. */
 DRNN_INLINE void gru_finish_lbr_k(const drnn_step_args *a, int64_t row, int64_t jb, const vf *s,
@@ -44,47 +54,40 @@ DRNN_INLINE void gru_finish_lbr_k(const drnn_step_args *a, int64_t row, int64_t 
     vstore(a->h_next + row * a->Hp + u0, (1.0f - z) * n + z * hp);
 }
 
-DRNN_INLINE void gru_finish_lbr_std(const drnn_step_args *a, int phase, int64_t row, int64_t jb,
-                                    const vf *s)
+/* Reset before the product, phase 0: s = sums of r, z; keep z and r * h.
+ * Phase 1: s = the sum of R_n (r * h).  std as above. */
+DRNN_INLINE void gru_finish_rz_k(const drnn_step_args *a, int64_t row, int64_t jb, const vf *s,
+                                 const int std)
 {
-    (void)phase;
-    gru_finish_lbr_k(a, row, jb, s, 1);
-}
-
-DRNN_INLINE void gru_finish_lbr(const drnn_step_args *a, int phase, int64_t row, int64_t jb,
-                                const vf *s)
-{
-    (void)phase;
-    gru_finish_lbr_k(a, row, jb, s, 0);
-}
-
-/* Reset before the product, phase 0: s = sums of r, z; keep z and r * h. */
-DRNN_INLINE void gru_finish_rz(const drnn_step_args *a, int phase, int64_t row, int64_t jb,
-                               const vf *s)
-{
-    (void)phase;
+    const int F = std ? DRNN_ACT_SIGMOID : DRNN_ACT_ANY;
     const int64_t Hp = a->Hp, u0 = jb * VW;
     const float clip = a->desc->clip;
     const drnn_act *fa = &a->act[0];
     const float *x = a->x_ih[row] + jb * 3 * VW;
     const vf hp = vload(a->h_prev + row * a->ld_h + u0);
-    const vf r = vact(fa, vclip(s[0] + vload(x), clip));
-    vstore(a->z + row * Hp + u0, vact(fa, vclip(s[1] + vload(x + VW), clip)));
+    const vf r = vgate(F, fa, s[0] + vload(x), clip);
+    vstore(a->z + row * Hp + u0, vgate(F, fa, s[1] + vload(x + VW), clip));
     vstore(a->rh + row * Hp + u0, r * hp);
 }
 
-/* Reset before the product, phase 1: s = the sum of R_n (r * h). */
-DRNN_INLINE void gru_finish_n(const drnn_step_args *a, int phase, int64_t row, int64_t jb,
-                              const vf *s)
+DRNN_INLINE void gru_finish_n_k(const drnn_step_args *a, int64_t row, int64_t jb, const vf *s,
+                                const int std)
 {
-    (void)phase;
+    const int G = std ? DRNN_ACT_TANH : DRNN_ACT_ANY;
     const int64_t Hp = a->Hp, u0 = jb * VW;
     const float *x = a->x_ih[row] + jb * 3 * VW;
     const vf hp = vload(a->h_prev + row * a->ld_h + u0);
-    const vf n = vact(&a->act[1], vclip(s[0] + vload(x + 2 * VW), a->desc->clip));
+    const vf n = vgate(G, &a->act[1], s[0] + vload(x + 2 * VW), a->desc->clip);
     const vf z = vload(a->z + row * Hp + u0);
     vstore(a->h_next + row * Hp + u0, (1.0f - z) * n + z * hp);
 }
+
+GRU_FINISH(gru_finish_lbr_std, gru_finish_lbr_k, 1)
+GRU_FINISH(gru_finish_lbr, gru_finish_lbr_k, 0)
+GRU_FINISH(gru_finish_rz_std, gru_finish_rz_k, 1)
+GRU_FINISH(gru_finish_rz, gru_finish_rz_k, 0)
+GRU_FINISH(gru_finish_n_std, gru_finish_n_k, 1)
+GRU_FINISH(gru_finish_n, gru_finish_n_k, 0)
 
 static int gru_standard(const drnn_step_args *a)
 {
@@ -101,9 +104,15 @@ void DRNN_KERNEL(drnn_gru_step)(const drnn_step_args *a, int phase,
     else if (a->desc->linear_before_reset)
         cell_sums(a, 0, 3, RMAX, BLK1, a->w_hh, a->h_prev, a->ld_h, a->K, r0, r1, jb0, jb1,
                   gru_finish_lbr);
+    else if (phase == 0 && gru_standard(a))
+        cell_sums(a, 0, 2, RMAX, BLK1_RESET, a->w_hh, a->h_prev, a->ld_h, a->K, r0, r1, jb0,
+                  jb1, gru_finish_rz_std);
     else if (phase == 0)
         cell_sums(a, 0, 2, RMAX, BLK1_RESET, a->w_hh, a->h_prev, a->ld_h, a->K, r0, r1, jb0,
                   jb1, gru_finish_rz);
+    else if (gru_standard(a))
+        cell_sums(a, 1, 1, RMAX, BLK1_RESET, a->w_hn, a->rh, a->Hp, a->H, r0, r1, jb0,
+                  jb1, gru_finish_n_std);
     else
         cell_sums(a, 1, 1, RMAX, BLK1_RESET, a->w_hn, a->rh, a->Hp, a->H, r0, r1, jb0,
                   jb1, gru_finish_n);
