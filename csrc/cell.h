@@ -52,6 +52,17 @@ DRNN_INLINE void panel_sums(const int R, const int nblk, const int NG, const flo
 typedef void (*cell_finish_fn)(const drnn_step_args *a, int phase, int64_t row, int64_t jb,
                                const vf *s);
 
+/* A cell_finish_fn `name` running `form(a, row, jb, s, std)`: a kernel's
+ * finish written once, compiled with its activations known (std = 1, the
+ * common form) or read at run time (std = 0). */
+#define CELL_FINISH(name, form, std)                                                             \
+    DRNN_INLINE void name(const drnn_step_args *a, int phase, int64_t row, int64_t jb,           \
+                          const vf *s)                                                           \
+    {                                                                                            \
+        (void)phase;                                                                             \
+        form(a, row, jb, s, std);                                                                \
+    }
+
 /* One row, blocks [jb0 + done, ...) in groups of nblk while whole groups
  * remain (each group's blocks in reverse order on odd steps, see below);
  * returns how many blocks are done. */

@@ -26,16 +26,6 @@
 #define BLK1 2
 #define BLK1_RESET 4
 
-/* The finish cell_sums calls: one form, with its activations known at
- * compile time (std) or not. */
-#define GRU_FINISH(name, form, std)                                                              \
-    DRNN_INLINE void name(const drnn_step_args *a, int phase, int64_t row, int64_t jb,           \
-                          const vf *s)                                                           \
-    {                                                                                            \
-        (void)phase;                                                                             \
-        form(a, row, jb, s, std);                                                                \
-    }
-
 /* linear_before_reset: s = sums of r, z, n.  std: sigmoid and tanh, no
  * clip (gru_standard), with the activations known at compile time. */
 DRNN_INLINE void gru_finish_lbr_k(const drnn_step_args *a, int64_t row, int64_t jb, const vf *s,
@@ -82,12 +72,12 @@ DRNN_INLINE void gru_finish_n_k(const drnn_step_args *a, int64_t row, int64_t jb
     vstore(a->h_next + row * Hp + u0, (1.0f - z) * n + z * hp);
 }
 
-GRU_FINISH(gru_finish_lbr_std, gru_finish_lbr_k, 1)
-GRU_FINISH(gru_finish_lbr, gru_finish_lbr_k, 0)
-GRU_FINISH(gru_finish_rz_std, gru_finish_rz_k, 1)
-GRU_FINISH(gru_finish_rz, gru_finish_rz_k, 0)
-GRU_FINISH(gru_finish_n_std, gru_finish_n_k, 1)
-GRU_FINISH(gru_finish_n, gru_finish_n_k, 0)
+CELL_FINISH(gru_finish_lbr_std, gru_finish_lbr_k, 1)
+CELL_FINISH(gru_finish_lbr, gru_finish_lbr_k, 0)
+CELL_FINISH(gru_finish_rz_std, gru_finish_rz_k, 1)
+CELL_FINISH(gru_finish_rz, gru_finish_rz_k, 0)
+CELL_FINISH(gru_finish_n_std, gru_finish_n_k, 1)
+CELL_FINISH(gru_finish_n, gru_finish_n_k, 0)
 
 static int gru_standard(const drnn_step_args *a)
 {

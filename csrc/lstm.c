@@ -49,19 +49,8 @@ DRNN_INLINE void lstm_finish_k(const drnn_step_args *a, int64_t row, int64_t jb,
     vstore(a->h_next + row * Hp + u0, o * vgate(T, ha, cn, 0.0f));
 }
 
-DRNN_INLINE void lstm_finish_std(const drnn_step_args *a, int phase, int64_t row, int64_t jb,
-                                 const vf *s)
-{
-    (void)phase;
-    lstm_finish_k(a, row, jb, s, 1);
-}
-
-DRNN_INLINE void lstm_finish_any(const drnn_step_args *a, int phase, int64_t row, int64_t jb,
-                                 const vf *s)
-{
-    (void)phase;
-    lstm_finish_k(a, row, jb, s, 0);
-}
+CELL_FINISH(lstm_finish_std, lstm_finish_k, 1)
+CELL_FINISH(lstm_finish_any, lstm_finish_k, 0)
 
 static int lstm_standard(const drnn_step_args *a)
 {

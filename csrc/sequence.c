@@ -96,8 +96,8 @@ int drnn_check_desc(const drnn_rnn_desc *d)
 }
 
 typedef struct {
-    size_t views, order, x_rows, x_ih[2], seq[2], h[2][HANDOFF_SLOTS], c[2], out[2], z[2], rh[2], sums[2],
-        chunks, total, rows_stride;
+    size_t views, order, x_rows, x_ih[2], seq[2], h[2][HANDOFF_SLOTS], c[2], out[2], z[2], rh[2],
+        sums[2], chunks, total, rows_stride;
     int64_t ld_h;
 } ws_plan;
 
@@ -393,7 +393,7 @@ static void load_states_all(const run_ctx *r, const dir_state *s, int64_t u0, in
 static void store_own_states(const run_ctx *r, const dir_state *s, int64_t c0, int64_t c1)
 {
     const int idx = s->l * r->D + s->dir;
-    const float *hf = s->h[r->T % s->nslots];
+    const float *hf = state_in(r, s, r->T);
     for (int64_t i = 0; i < r->B; ++i) {
         if (r->hn && c1 > c0)
             memcpy(r->hn + (idx * r->B + i) * r->Hout + c0, hf + i * r->ld_h + c0,
@@ -423,7 +423,7 @@ static void store_states(const run_ctx *r, const dir_state *s, int64_t r0, int64
 
 /* Step `st` for rows [r0, r1) and unit blocks [jb0, jb1): point the rows at
  * their projections and run the cell's phases (with `bar` between them
- * when units are split).  Returns the buffer parity written. */
+ * when units are split). */
 static void run_step(const run_ctx *r, dir_state *s, drnn_step_args *a, int64_t st,
                      int64_t r0, int64_t r1, int64_t jb0, int64_t jb1,
                      int64_t p0, int64_t p1, drnn_barrier *bar)
@@ -473,7 +473,7 @@ static void run_step(const run_ctx *r, dir_state *s, drnn_step_args *a, int64_t 
 static void emit(const run_ctx *r, const dir_state *s, int64_t st, int64_t r0, int64_t r1,
                  int64_t c0, int64_t c1)
 {
-    if (s->direct) return;
+    if (s->direct || c1 <= c0) return;
     const float *h = s->h[(st + 1) % s->nslots];
     for (int64_t i = r0; i < r1; ++i) {
         const int64_t b = r->order[i];
@@ -610,6 +610,7 @@ static void run_direction(run_ctx *r, int l, int dir, int tid, int tt, int tn, d
     const int64_t nb = r->Hp / vw;
     const int mode = split_mode(r, tn);
     const int mode_rows = mode == MODE_ROWS, mode_units = mode == MODE_UNITS;
+    s.direct = !mode_units && direct_ok(r, &s);
 
     if (mode_rows || (!mode_units && tn > 1)) {
         /* Rows: each thread runs its own rows through every step, no sync;
@@ -617,7 +618,6 @@ static void run_direction(run_ctx *r, int l, int dir, int tid, int tt, int tn, d
         int64_t r0 = 0, r1 = r->B;
         if (mode_rows) drnn_split(r->B, tn, tt, &r0, &r1);
         else if (tt != 0) r1 = 0;
-        s.direct = !mode_rows && direct_ok(r, &s);
         load_states(r, &s, r0, r1);
         for (int64_t st = 0; st < r->max_len; ++st) {
             const int64_t ra = active_end(r, r0, r1, st);
@@ -629,7 +629,6 @@ static void run_direction(run_ctx *r, int l, int dir, int tid, int tt, int tn, d
         return;
     }
     if (!mode_units) {          /* tn == 1 */
-        s.direct = direct_ok(r, &s);
         load_states(r, &s, 0, r->B);
         for (int64_t st = 0; st < r->max_len; ++st) {
             const int64_t ra = active_end(r, 0, r->B, st);
@@ -681,7 +680,7 @@ static void run_direction(run_ctx *r, int l, int dir, int tid, int tt, int tn, d
             continue;
         }
         run_step(r, &s, &a, st, 0, ra, jb0, jb1, p0, p1, bar);
-        if (c1 > c0) emit(r, &s, st, 0, ra, c0, c1);
+        emit(r, &s, st, 0, ra, c0, c1);
         drnn_barrier_wait(bar);
     }
     if (handoff) store_own_states(r, &s, c0, c1);
