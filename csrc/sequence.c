@@ -140,7 +140,8 @@ static int plan_workspace(const drnn_rnn_desc *d, int64_t batch, int64_t steps, 
     p->ld_h = (int64_t)ld_h;
     p->rows_stride = rows_stride;
     size_t cur = 0;
-    int ok = reserve(&cur, &p->chunks, (T + PIPE_CHUNK - 1) / PIPE_CHUNK, sizeof(atomic_int)) &&
+    /* Per chunk: claimed, then projected (see obtain_chunk). */
+    int ok = reserve(&cur, &p->chunks, 2 * ((T + PIPE_CHUNK - 1) / PIPE_CHUNK), sizeof(atomic_int)) &&
              reserve(&cur, &p->views, (size_t)d->num_layers * D, sizeof(drnn_packed_layer)) &&
              reserve(&cur, &p->order, B, sizeof(int64_t)) &&
              reserve(&cur, &p->x_rows, rows_ptrs, sizeof(float *));
@@ -190,6 +191,7 @@ typedef struct {
     float *hn, *cn;
     char *ws;
     const ws_plan *p;
+    atomic_int *chunk_claim;   /* per chunk of steps: last layer claimed + 1 */
     atomic_int *chunk_done;    /* per chunk of steps: last layer projected + 1 */
     int nthreads;
     drnn_barrier all, team[2];
@@ -572,26 +574,49 @@ static void chunk_span(const run_ctx *r, int reverse, int64_t c, int64_t *t0, in
     *t1 = reverse ? r->T - s0 : s1;
 }
 
-/* Pipelined projection: this helper thread (tid >= 1 of n) projects every
- * (n-1)-th chunk of layer l (one direction, no lengths) and flags it. */
-static void project_chunks(run_ctx *r, int l, int tid, int n)
+/* Pipelined projection.  Chunk c of layer l is projected by whichever
+ * thread claims it first: the helpers claim chunks in order, ahead of the
+ * time loop; the thread running the time loop claims the chunk it needs
+ * itself when no helper has got to it (a helper still waking up at the
+ * start of a call, or descheduled by a busy machine), so it never waits on
+ * a thread that is not running.  Whoever projects it, a chunk's bits are
+ * the same: one GEMM call with the same arguments. */
+static int claim_chunk(const run_ctx *r, int l, int64_t c)
+{
+    int expected = l;
+    return atomic_load_explicit(&r->chunk_claim[c], memory_order_relaxed) == l &&
+           atomic_compare_exchange_strong_explicit(&r->chunk_claim[c], &expected, l + 1,
+                                                   memory_order_acq_rel, memory_order_relaxed);
+}
+
+static void project_chunk(const run_ctx *r, int l, int64_t c)
 {
     const seq_view in = layer_input(r, l);
     const drnn_packed_layer *w = &r->pl[l];
     float *x_ih = (float *)(r->ws + r->p->x_ih[0]);
-    const int64_t nchunks = (r->T + PIPE_CHUNK - 1) / PIPE_CHUNK;
-    for (int64_t c = tid - 1; c < nchunks; c += n - 1) {
-        int64_t t0, t1;
-        chunk_span(r, r->d->reverse, c, &t0, &t1);
-        for (int64_t b = 0; b < r->B; ++b)
-            r->k->gemm(t1 - t0, r->Np, in.width, in.cptr + b * in.sb + t0 * in.st, in.st,
-                       w->w_ih, r->G, w->bias, x_ih + (b * r->T + t0) * r->Np, r->Np, 0);
-        atomic_store_explicit(&r->chunk_done[c], l + 1, memory_order_release);
-    }
+    int64_t t0, t1;
+    chunk_span(r, r->d->reverse, c, &t0, &t1);
+    for (int64_t b = 0; b < r->B; ++b)
+        r->k->gemm(t1 - t0, r->Np, in.width, in.cptr + b * in.sb + t0 * in.st, in.st, w->w_ih,
+                   r->G, w->bias, x_ih + (b * r->T + t0) * r->Np, r->Np, 0);
+    atomic_store_explicit(&r->chunk_done[c], l + 1, memory_order_release);
 }
 
-static void wait_chunk(const run_ctx *r, int l, int64_t c)
+/* A helper thread: project every chunk of layer l not claimed yet. */
+static void project_chunks(run_ctx *r, int l)
 {
+    const int64_t nchunks = (r->T + PIPE_CHUNK - 1) / PIPE_CHUNK;
+    for (int64_t c = 0; c < nchunks; ++c)
+        if (claim_chunk(r, l, c)) project_chunk(r, l, c);
+}
+
+/* The time loop's thread: chunk c of layer l, projected by now. */
+static void obtain_chunk(const run_ctx *r, int l, int64_t c)
+{
+    if (claim_chunk(r, l, c)) {
+        project_chunk(r, l, c);
+        return;
+    }
     for (unsigned spins = 0; atomic_load_explicit(&r->chunk_done[c], memory_order_acquire) < l + 1;)
         if (++spins > 2048) sched_yield(); else drnn_cpu_relax();
 }
@@ -633,7 +658,7 @@ static void run_direction(run_ctx *r, int l, int dir, int tid, int tt, int tn, d
         for (int64_t st = 0; st < r->max_len; ++st) {
             const int64_t ra = active_end(r, 0, r->B, st);
             if (ra == 0) break;
-            if (pipelined && st % PIPE_CHUNK == 0) wait_chunk(r, l, st / PIPE_CHUNK);
+            if (pipelined && st % PIPE_CHUNK == 0) obtain_chunk(r, l, st / PIPE_CHUNK);
             run_step(r, &s, &a, st, 0, ra, 0, nb, 0, (r->Hout + vw - 1) / vw, NULL);
             emit(r, &s, st, 0, ra, 0, r->Hout);
         }
@@ -698,7 +723,7 @@ static void run_task(void *arg, int tid, int n)
                               split_mode(r, n) == MODE_SINGLE;
         if (pipelined) {
             if (tid == 0) run_direction(r, l, 0, 0, 0, 1, &r->all, 1);
-            else project_chunks(r, l, tid, n);
+            else project_chunks(r, l);
             if (l + 1 < r->L) drnn_barrier_wait(&r->all);
             continue;
         }
@@ -811,8 +836,13 @@ int drnn_rnn_forward(const drnn_rnn_desc *d, const void *packed,
     r.y = y; r.y_sb = y_stride_b; r.y_st = y_stride_t;
     r.hn = hn; r.cn = cn;
     r.ws = ws; r.p = &p;
-    r.chunk_done = (atomic_int *)(ws + p.chunks);
-    for (int64_t c = 0; c < (T + PIPE_CHUNK - 1) / PIPE_CHUNK; ++c) atomic_init(&r.chunk_done[c], 0);
+    const int64_t nchunks = (T + PIPE_CHUNK - 1) / PIPE_CHUNK;
+    r.chunk_claim = (atomic_int *)(ws + p.chunks);
+    r.chunk_done = r.chunk_claim + nchunks;
+    for (int64_t c = 0; c < nchunks; ++c) {
+        atomic_init(&r.chunk_claim[c], 0);
+        atomic_init(&r.chunk_done[c], 0);
+    }
 
     int64_t *order = (int64_t *)(ws + p.order);
     r.max_len = T;
