@@ -380,6 +380,9 @@ def activation(x, spec):
 # two ping-pong activation buffers and one workspace -- allocated once and
 # grown only when run() gets a longer chunk.  step() validates its frame,
 # then runs every stage back to back in one nogil region with one thread.
+# run() cuts a long chunk into slices of time (RUN_SLICE_BYTES of scratch
+# each) run one after the other with the state carried, so its scratch
+# stays bounded however long the chunk.
 # Stages call the same C entry points as predict() (drnn_rnn_forward with
 # T = 1 and the carried state as h0/c0, drnn_dense_forward), whose sums do
 # not depend on T or the batch, so streamed outputs are predict()'s bits.
@@ -393,6 +396,13 @@ def activation(x, spec):
 # ---------------------------------------------------------------------------
 
 from libc.string cimport memcpy
+
+# Scratch (workspace and activation buffers) one run() slice may use: the
+# workspace holds every step's input projection, B*T*G*H floats per layer.
+# Big enough that slicing costs nothing measurable (an LSTM 64 at batch 1
+# gets ~20k steps a slice); small enough to keep a long chunk's scratch
+# below its own output.
+RUN_SLICE_BYTES = 32 << 20
 
 cdef enum:
     _ST_EMBED = 0
@@ -429,9 +439,10 @@ cdef class StreamEngine:
     cdef list _keep, _states
     cdef object _ws, _bufs
     cdef void *wsp
-    cdef size_t ws_bytes
+    cdef readonly size_t ws_bytes
     cdef float *bufp[2]
-    cdef int64_t buf_floats, max_w
+    cdef readonly int64_t buf_floats
+    cdef int64_t max_w
 
     def __cinit__(self, *args, **kwargs):
         self.st = NULL
@@ -686,7 +697,8 @@ cdef class StreamEngine:
                   and cnp.PyArray_ISNOTSWAPPED(out)
                   and cnp.PyArray_NDIM(out) == nd and cnp.PyArray_DIMS(out)[0] == odims[0]
                   and (nd == 1 or cnp.PyArray_DIMS(out)[1] == odims[1])):
-            self._bad_out(out, (int(odims[0]),) if nd == 1 else (int(odims[0]), int(odims[1])))
+            self._bad_out(out, (int(odims[0]),) if nd == 1 else (int(odims[0]), int(odims[1])),
+                          "step")
             raise ValueError("out: expected a writeable C-contiguous float32 array")
         cdef float *yp = <float *>cnp.PyArray_DATA(<cnp.ndarray>out)
         cdef const char *xa = <const char *>xp if xp != NULL else <const char *>ip
@@ -694,7 +706,7 @@ cdef class StreamEngine:
         cdef const char *ya = <const char *>yp
         cdef const char *yb = ya + B * self.output_size * sizeof(float)
         if ya < xb and xa < yb:
-            self._bad_out(out, None)
+            self._bad_out(out, None, "step")
             raise ValueError("out: must not overlap the input frame")
         if self.busy:            # _coerce_step may have let another thread in
             self._busy()
@@ -707,9 +719,26 @@ cdef class StreamEngine:
         _check(rc)
         return out
 
-    def run(self, chunk, num_threads=None):
+    cdef int64_t _slice_steps(self, int nthreads) except -1:
+        """Steps per run() slice: RUN_SLICE_BYTES over the scratch one step adds."""
+        cdef int i, err = 0
+        cdef size_t one, two, per_step = 2 * self.batch_size * self.max_w * sizeof(float)
+        cdef size_t most = 0
+        for i in range(self.n):
+            if self.st[i].kind == _ST_RNN:
+                one = drnn_rnn_workspace_size(self.st[i].desc, self.batch_size, 1, nthreads, &err)
+                _check(err)
+                two = drnn_rnn_workspace_size(self.st[i].desc, self.batch_size, 2, nthreads, &err)
+                _check(err)
+                if two - one > most:
+                    most = two - one
+        per_step += most
+        return max(1, <int64_t>(RUN_SLICE_BYTES // per_step))
+
+    def run(self, chunk, num_threads=None, out=None):
         """Many steps: chunk (time, features) / (batch, time, features), or token
-        ids (time,) / (batch, time); state carried in and out."""
+        ids (time,) / (batch, time); state carried in and out.  out: a float32
+        array of the output's shape to write instead of allocating one."""
         if self.busy:
             self._busy()
             raise RuntimeError("this stream is in use by another thread")
@@ -719,36 +748,79 @@ cdef class StreamEngine:
         x, unbatched = self._coerce_chunk(chunk)
         cdef cnp.ndarray arr = x
         T = cnp.PyArray_DIMS(arr)[1]
-        cdef const float *xp = NULL
-        cdef const int64_t *ip = NULL
         if self.takes_tokens:
-            ip = <const int64_t *>cnp.PyArray_DATA(arr)
-            self._check_ids(ip, B * T)
-        else:
-            xp = <const float *>cnp.PyArray_DATA(arr)
+            self._check_ids(<const int64_t *>cnp.PyArray_DATA(arr), B * T)
         cdef int nthreads = _threads(num_threads) if T > 1 else 1
         if self.drops_time:
             shape = (B, self.output_size)
         else:
             shape = (B, T, self.output_size)
-        y = np.empty(shape, dtype=np.float32)
+        if out is None:
+            y = np.empty(shape, dtype=np.float32)
+            result = y[0] if unbatched else y
+        else:
+            result = self._run_out(out, shape[1:] if unbatched else shape, arr)
+            y = result[None] if unbatched else result
         if T == 0:
-            return y[0] if unbatched else y
-        cdef float *yp = <float *>cnp.PyArray_DATA(y)
+            return result
+        cdef int64_t step = self._slice_steps(nthreads), t0, t1, n
+        cdef int rc = DRNN_OK
+        cdef const float *xp
+        cdef const int64_t *ip
+        cdef float *yp
+        cdef cnp.ndarray xs, ys
+        cdef bint staged
         if self.busy:
             self._busy()
             raise RuntimeError("this stream is in use by another thread")
-        cdef int rc
         self.busy = 1
         try:
-            self._grow(T)
-            self._grow_ws(T, nthreads)
-            with nogil:
-                rc = self._forward(xp, ip, T, yp, nthreads)
+            # Slices of time, the state carried from one to the next: the same
+            # bits as one call (streams are exact for any split).  A model that
+            # drops time has only Dense layers behind that layer: each slice
+            # writes y, the last slice's output stays.
+            t0 = 0
+            while t0 < T and rc == DRNN_OK:
+                t1 = min(T, t0 + step)
+                n = t1 - t0
+                xs = arr if n == T else np.ascontiguousarray(arr[:, t0:t1])
+                staged = not self.drops_time and n < T and B > 1
+                if staged:                      # y's slice is not contiguous
+                    ys = np.empty((B, n, self.output_size), dtype=np.float32)
+                elif self.drops_time or n == T:
+                    ys = y
+                else:
+                    ys = y[:, t0:t1]            # batch 1: contiguous, written in place
+                xp = NULL
+                ip = NULL
+                if self.takes_tokens:
+                    ip = <const int64_t *>cnp.PyArray_DATA(xs)
+                else:
+                    xp = <const float *>cnp.PyArray_DATA(xs)
+                yp = <float *>cnp.PyArray_DATA(ys)
+                self._grow(n)
+                self._grow_ws(n, nthreads)
+                with nogil:
+                    rc = self._forward(xp, ip, n, yp, nthreads)
+                if rc == DRNN_OK and staged:
+                    y[:, t0:t1] = ys
+                t0 = t1
         finally:
             self.busy = 0
         _check(rc)
-        return y[0] if unbatched else y
+        return result
+
+    cdef object _run_out(self, out, tuple shape, cnp.ndarray x):
+        """Validate run()'s out= (shape as the caller sees it) and return it."""
+        if not (cnp.PyArray_Check(out) and cnp.PyArray_TYPE(out) == cnp.NPY_FLOAT32
+                and cnp.PyArray_IS_C_CONTIGUOUS(out) and cnp.PyArray_ISWRITEABLE(out)
+                and cnp.PyArray_ISNOTSWAPPED(out) and out.shape == shape):
+            self._bad_out(out, shape, "run")
+            raise ValueError("out: expected a writeable C-contiguous float32 array")
+        if np.may_share_memory(out, x):
+            self._bad_out(out, None, "run")
+            raise ValueError("out: must not overlap the input chunk")
+        return out
 
     def _set_step_threads(self, int n):
         """Threads for step(): a step whose recurrent weights reach
@@ -787,9 +859,9 @@ cdef class StreamEngine:
     def _busy(self):
         raise RuntimeError("this stream is in use by another thread")
 
-    def _bad_out(self, out, shape):
-        raise ValueError("out: expected a writeable C-contiguous float32 array of shape %s"
-                         % (shape,))
+    def _bad_out(self, out, shape, what):
+        raise ValueError("%s out: expected a writeable C-contiguous float32 array of shape %s"
+                         % (what, shape))
 
     def _bad_token(self, tok):
         raise ValueError("token id %d is outside [0, %d)" % (tok, self.st[0].n_emb))

@@ -391,3 +391,82 @@ def test_stream_num_threads_validated(bad):
     model = drnn.DRNN([drnn.GRU(3, 4, seed=0)])
     with pytest.raises(ValueError, match="num_threads"):
         model.stream(num_threads=bad)
+
+
+def test_run_out_argument():
+    model, F = MODELS["lstm-proj-peep"]
+    x = _inputs(F, 2, 9, seed=4)
+    ref = model.predict(x)
+    s = model.stream(batch_size=2)
+    out = np.empty((2, 9, 4), np.float32)
+    assert s.run(x, out=out) is out
+    np.testing.assert_array_equal(out, ref)
+    s1 = model.stream()
+    o1 = np.empty((4, 4), np.float32)
+    assert s1.run(x[0, :4], out=o1) is o1
+    np.testing.assert_array_equal(o1, ref[0, :4])
+    for bad, err in [(np.empty((6, 4), np.float32), ShapeError),
+                     (np.empty((5, 4), np.float64), DtypeError),
+                     (np.empty((1, 5, 4), np.float32), ShapeError), ([[0.0] * 4] * 5, DtypeError),
+                     (np.empty((5, 8), np.float32)[:, ::2], ShapeError)]:
+        with pytest.raises(err, match="run out="):
+            s1.run(x[0, 4:], out=bad)
+    ro = np.empty((5, 4), np.float32)
+    ro.setflags(write=False)
+    with pytest.raises(ShapeError, match="writeable"):
+        s1.run(x[0, 4:], out=ro)
+    buf = np.zeros(60, np.float32)
+    buf[:35] = x[0, 4:].ravel()
+    with pytest.raises(ShapeError, match="overlap"):
+        s1.run(buf[:35].reshape(5, 7), out=buf[20:40].reshape(5, 4))
+    # The refusals left the state alone: the rest of the sequence still matches.
+    np.testing.assert_array_equal(s1.run(x[0, 4:]), ref[0, 4:])
+    last = drnn.DRNN([drnn.GRU(3, 8, return_sequences=False, seed=1)])
+    o2 = np.empty(8, np.float32)
+    assert last.stream().run(x[0, :, :3], out=o2) is o2
+    np.testing.assert_array_equal(o2, last.predict(x[0, :, :3]))
+
+
+@pytest.mark.parametrize("name", SEQ_MODELS + ["last-step"])
+@pytest.mark.parametrize("B", [1, 3])
+def test_long_run_is_sliced_bit_exact(name, B, monkeypatch):
+    # run() cuts a chunk into slices of time to bound its scratch; here the
+    # slices are a few steps long.  Same bits and state as predict().
+    if name == "last-step":
+        model = drnn.DRNN([drnn.GRU(4, 16, seed=1),
+                           drnn.LSTM(16, 12, return_sequences=False, seed=2),
+                           drnn.Dense(12, 3, activation="softmax", seed=3)])
+        F = 4
+    else:
+        model, F = MODELS[name]
+    x = _inputs(F, B, 50, seed=7)
+    ref, ref_state = model.predict(x, return_state=True) if model._recurrent else \
+        (model.predict(x), None)
+    monkeypatch.setattr(drnn._core, "RUN_SLICE_BYTES", 20000)
+    s = model.stream(batch_size=B)
+    head = s.run(x[:, :3])                          # one slice
+    got = s.run(x[:, 3:])                           # several
+    if model._returns_sequences:
+        got = np.concatenate([head, got], axis=1)
+    np.testing.assert_array_equal(got, ref)
+    if ref_state is not None:
+        _assert_state_equal(s.state, ref_state)
+    if B == 1:
+        s.reset()
+        out = np.empty(ref[0].shape, np.float32)
+        assert s.run(x[0], out=out) is out
+        np.testing.assert_array_equal(out, ref[0])
+
+
+def test_long_run_scratch_is_bounded(monkeypatch):
+    model = drnn.DRNN([drnn.LSTM(16, 64, 2, seed=3), drnn.Dense(64, 2, seed=4)])
+    x = _inputs(16, 1, 6000, seed=1)[0]
+    s = model.stream()
+    s.run(x)
+    whole = s.ws_bytes + 4 * s.buf_floats
+    monkeypatch.setattr(drnn._core, "RUN_SLICE_BYTES", 1 << 20)
+    s2 = model.stream()
+    np.testing.assert_array_equal(s2.run(x), model.predict(x))
+    sliced = s2.ws_bytes + 4 * s2.buf_floats
+    assert whole > 6 << 20           # the projections of 6000 steps, unsliced
+    assert sliced <= 1 << 20         # one slice's

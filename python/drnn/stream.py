@@ -26,7 +26,9 @@ Semantics
 * ``run(chunk)``: (time, features) -> (time, out), (batch, time, features)
   -> (batch, time, out) (token ids: (time,) / (batch, time)).  ``run(c)`` is
   exactly ``predict(c, initial_state=state, return_state=True)`` with the
-  returned state kept.
+  returned state kept.  ``out=`` as for step.  A long chunk runs in slices
+  of time with the state carried (``_core.RUN_SLICE_BYTES`` of scratch
+  each), so a stream's scratch stays bounded whatever the chunk's length.
 * A recurrent layer with ``return_sequences=False`` (Keras) outputs only its
   last step.  In a stream that means: ``step`` returns the model's output as
   if the sequence ended at this frame (for a unidirectional layer that is
@@ -176,17 +178,18 @@ class Stream(_core.StreamEngine):
         raise StreamBusyError("stream: this Stream is being used by another thread right now; "
                               "a Stream belongs to one thread (make one stream per thread)")
 
-    def _bad_out(self, out, shape):
+    def _bad_out(self, out, shape, what):
         if shape is None:
-            raise ShapeError("step out=: the output buffer must not overlap the input frame")
+            frame = "frame" if what == "step" else "chunk"
+            raise ShapeError(f"{what} out=: the output buffer must not overlap the input {frame}")
         if not isinstance(out, np.ndarray):
-            raise DtypeError(f"step out=: expected a numpy float32 array of shape {shape}, "
+            raise DtypeError(f"{what} out=: expected a numpy float32 array of shape {shape}, "
                              f"got {type(out).__name__}")
         if out.dtype != np.float32:
-            raise DtypeError(f"step out=: expected dtype float32, got {out.dtype}")
+            raise DtypeError(f"{what} out=: expected dtype float32, got {out.dtype}")
         if out.shape != shape:
-            raise ShapeError(f"step out=: expected shape {shape}, got {out.shape}")
-        raise ShapeError("step out=: expected a writeable, C-contiguous, native-byte-order "
+            raise ShapeError(f"{what} out=: expected shape {shape}, got {out.shape}")
+        raise ShapeError(f"{what} out=: expected a writeable, C-contiguous, native-byte-order "
                          f"float32 array of shape {shape}")
 
     def _bad_token(self, tok):
