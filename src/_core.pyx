@@ -246,6 +246,13 @@ cdef class RecurrentStack:
         _check(rc)
         self._ws = _Workspaces()
 
+    def workspace_bytes(self, int64_t batch, int64_t steps, int num_threads=1):
+        """Scratch one forward() over (batch, steps) needs (csrc/sequence.c)."""
+        cdef int err = 0
+        cdef size_t n = drnn_rnn_workspace_size(&self.desc, batch, steps, num_threads, &err)
+        _check(err)
+        return n
+
     @property
     def packed_bytes(self):
         return self._packed.nbytes
@@ -720,20 +727,21 @@ cdef class StreamEngine:
         return out
 
     cdef int64_t _slice_steps(self, int nthreads) except -1:
-        """Steps per run() slice: RUN_SLICE_BYTES over the scratch one step adds."""
+        """Steps per run() slice: RUN_SLICE_BYTES over the scratch one step adds
+        (workspace growth over 64 steps, smoothing its 64-byte alignment)."""
         cdef int i, err = 0
-        cdef size_t one, two, per_step = 2 * self.batch_size * self.max_w * sizeof(float)
-        cdef size_t most = 0
+        cdef size_t one, more, most = 0
         for i in range(self.n):
             if self.st[i].kind == _ST_RNN:
                 one = drnn_rnn_workspace_size(self.st[i].desc, self.batch_size, 1, nthreads, &err)
                 _check(err)
-                two = drnn_rnn_workspace_size(self.st[i].desc, self.batch_size, 2, nthreads, &err)
+                more = drnn_rnn_workspace_size(self.st[i].desc, self.batch_size, 65, nthreads,
+                                               &err)
                 _check(err)
-                if two - one > most:
-                    most = two - one
-        per_step += most
-        return max(1, <int64_t>(RUN_SLICE_BYTES // per_step))
+                if more - one > most:
+                    most = more - one
+        cdef double per_step = most / 64.0 + 2 * self.batch_size * self.max_w * sizeof(float)
+        return max(1, <int64_t>(RUN_SLICE_BYTES / per_step))
 
     def run(self, chunk, num_threads=None, out=None):
         """Many steps: chunk (time, features) / (batch, time, features), or token

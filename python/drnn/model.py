@@ -17,6 +17,7 @@ tuple (h_n, c_n)); a model with several takes and returns a list of them.
 """
 import numpy as np
 
+from . import _core
 from .errors import DtypeError, ShapeError, UnsupportedError
 from .layers import Dense, Embedding, Layer, Recurrent
 
@@ -54,6 +55,7 @@ class DRNN:
         self.layers = tuple(layers)
         self._recurrent = [i for i, l in enumerate(layers) if isinstance(l, Recurrent)]
         self._returns_sequences = sequence
+        self._slice_row_step = self._scratch_per_row_step()
         # Set by loaders: where the model came from, for `drnn info` --
         # {"format", "file", "read": [...], "inferred": [...], "defaulted": [...]}.
         self.source = None
@@ -93,7 +95,7 @@ class DRNN:
         # same layers without inferring anything.  Extra attributes (source)
         # travel as state; the derived ones are rebuilt by __init__.
         state = {k: v for k, v in self.__dict__.items()
-                 if k not in ("layers", "_recurrent", "_returns_sequences")}
+                 if k not in ("layers", "_recurrent", "_returns_sequences", "_slice_row_step")}
         return (type(self), (list(self.layers),), state or None)
 
     def save(self, path):
@@ -239,18 +241,11 @@ class DRNN:
         states = self._prepare_state(initial_state, B, form == "single")
         if batch.shape[1] == 0 or (list_lens is not None and not list_lens.all()):
             return self._predict_empty(batch, form, list_lens, states, return_state, num_threads)
-        value = batch
-        final_states = []
-        rec_idx = 0
-        for layer in self.layers:
-            if isinstance(layer, Recurrent):
-                value, st = layer._forward(value, lens, states[rec_idx], num_threads)
-                final_states.append(st)
-                rec_idx += 1
-            else:
-                value, _ = layer._forward(value, lens, None, num_threads)
-                if isinstance(layer, Embedding):
-                    value = np.ascontiguousarray(value, dtype=np.float32)
+        step = self._slice_steps(B, batch.shape[1])
+        if step is None:
+            value, final_states = self._run_layers(batch, lens, states, num_threads)
+        else:
+            value, final_states = self._run_sliced(batch, lens, states, num_threads, step)
         if lens is not None and value.ndim == 3:
             # Dense heads map padding to their bias: keep padded steps zero.
             mask = np.arange(value.shape[1])[None, :] >= lens[:, None]
@@ -265,6 +260,73 @@ class DRNN:
         if not return_state:
             return out
         return out, self._user_states(final_states, form == "single")
+
+    def _run_layers(self, batch, lens, states, num_threads):
+        """Every layer over the padded batch -> (output, per recurrent layer [h_n, (c_n)])."""
+        value = batch
+        final_states = []
+        rec_idx = 0
+        for layer in self.layers:
+            if isinstance(layer, Recurrent):
+                value, st = layer._forward(value, lens, states[rec_idx], num_threads)
+                final_states.append(st)
+                rec_idx += 1
+            else:
+                value, _ = layer._forward(value, lens, None, num_threads)
+                if isinstance(layer, Embedding):
+                    value = np.ascontiguousarray(value, dtype=np.float32)
+        return value, final_states
+
+    def _scratch_per_row_step(self):
+        """Scratch bytes one more step of one sequence adds to a run, or None
+        when the model cannot run in slices of time (see _slice_steps)."""
+        rec = [self.layers[i] for i in self._recurrent]
+        if not rec or any(l.bidirectional or l.reverse for l in rec):
+            return None
+        span = 64       # steps: smooths the workspace's 64-byte alignment
+        work = max(l._stack.workspace_bytes(1, span + 1) - l._stack.workspace_bytes(1, 1)
+                   for l in rec) / span
+        return work + 4 * max(l.output_size for l in self.layers)    # a layer's output
+
+    def _slice_steps(self, B, T):
+        """Steps per slice of time for a run whose scratch would outgrow
+        _core.RUN_SLICE_BYTES, or None to run the sequence in one go.
+
+        The scratch of a recurrent layer (csrc/sequence.c) holds the input
+        projection of every step: for a long sequence, several times the
+        output's own size (an LSTM 64 at batch 1: 1 KiB a step against 256 B
+        of output), kept by the model for the thread afterwards.  A model
+        whose recurrent layers all run forward can go through the sequence
+        in slices instead, carrying the state from one slice to the next --
+        the same bits (a stream's guarantee) with scratch bounded per slice.
+        Bidirectional and reverse layers need the whole sequence at once."""
+        if self._slice_row_step is None or T < 2:
+            return None
+        per_step = self._slice_row_step * B
+        if per_step * T <= _core.RUN_SLICE_BYTES:
+            return None
+        return max(1, int(_core.RUN_SLICE_BYTES // per_step))
+
+    def _run_sliced(self, batch, lens, states, num_threads, step):
+        """_run_layers over slices of time [t0, t0 + step), the recurrent states
+        carried across.  Layers behind one that drops time are Dense only
+        (stateless): each slice recomputes them, the last slice's output stays."""
+        B, T = batch.shape[0], batch.shape[1]
+        states = list(states)
+        out = None
+        for t0 in range(0, T, step):
+            t1 = min(T, t0 + step)
+            part = np.ascontiguousarray(batch[:, t0:t1])
+            part_lens = None if lens is None else \
+                np.clip(lens - t0, 0, t1 - t0).astype(np.int32)
+            value, states = self._run_layers(part, part_lens, states, num_threads)
+            if not self._returns_sequences:
+                out = value
+                continue
+            if out is None:
+                out = np.empty((B, T) + value.shape[2:], np.float32)
+            out[:, t0:t1] = value
+        return out, states
 
     @staticmethod
     def _user_states(final_states, unbatched):
