@@ -333,7 +333,7 @@ def prepare_stream(w, threads, check_steps=50):
     calls = {}
     if hasattr(model, "stream"):
         # The same thread budget as the peers: stream(num_threads=threads)
-        # splits a step across cores once its weights pay for it (>= 32 KiB).
+        # splits a step across cores once its weights pay for it (>= 128 KiB).
         ds = model.stream(batch_size=1, num_threads=threads)
         y_drnn = np.concatenate([np.reshape(ds.step(x[0, t]), (1, -1))
                                  for t in range(check_steps)])

@@ -45,17 +45,18 @@
  * LSTM, 4800 steps, ns per step (one thread + pipelined projection -> split;
  * measured when the split came in): H 64 (64 KiB) 765 -> 775, H 80 1222 ->
  * 1228, H 96 (144 KiB) 1795 -> 1597, H 128 3030 -> 2450.  With the later
- * kernels H 64 is still no faster split (533 vs 600-700, RESULTS.md). */
+ * kernels H 64 is still no faster split (533 vs 600-700, RESULTS.md).
+ *
+ * A stream's single step (T = 1) splits from the same size.  It used to
+ * split from 32 KiB, where it gains a little when both cores run at once
+ * (2-layer GRU 64, 48 KiB: 2.37 -> 2.30 us a step; LSTM 64: none).  But
+ * this VM's two cores spend long stretches (tens of ms to minutes) not
+ * running together, and every split step then waits ~2.2 us more for the
+ * other thread (GRU 64: 4.5 us; GRU 128, 192 KiB: 5.3 against 4.2 alone,
+ * 2.85 split in good times).  Below 128 KiB the gain is too small to risk
+ * that; LSTM 128 (256 KiB) still gains 5.3 -> 3.6 us. */
 #ifndef UNIT_SPLIT_BYTES
 #define UNIT_SPLIT_BYTES (128 * 1024)
-#endif
-/* A stream's single step (T = 1, one direction) splits from 32 KiB: with
- * no step-to-step handoff it costs only the barrier between layers.  Step
- * times with the current kernels, alone / split: 2-layer GRU 64 (48 KiB)
- * 2.4 / 2.2 us, LSTM 64 1.55 / 1.6, LSTM 128 5.3 / 3.5, 2-layer GRU 256
- * 36 / 20; LSTM 32 (16 KiB) would lose, 0.70 / 0.91. */
-#ifndef STEP_SPLIT_BYTES
-#define STEP_SPLIT_BYTES (32 * 1024)
 #endif
 /* A thread in row-split mode wants at least this many rows. */
 #define MIN_ROWS_PER_THREAD 2
@@ -561,8 +562,6 @@ static int split_mode(const run_ctx *r, int tn)
     const int64_t whh_bytes = r->Np * r->Hout * (int64_t)sizeof(float);
     if (tn > 1 && r->B >= (int64_t)tn * MIN_ROWS_PER_THREAD) return MODE_ROWS;
     if (tn > 1 && whh_bytes >= UNIT_SPLIT_BYTES && nb >= tn) return MODE_UNITS;
-    if (tn > 1 && r->T == 1 && r->D == 1 && whh_bytes >= STEP_SPLIT_BYTES && nb >= tn)
-        return MODE_UNITS;
     return MODE_SINGLE;
 }
 
@@ -783,8 +782,7 @@ static int useful_threads(const drnn_rnn_desc *d, int64_t B, int64_t T, int64_t 
     const double proj_flops = 2.0 * (double)B * (double)T * (double)Np * (double)d->input_size;
     const int64_t whh_bytes = Np * Hout * (int64_t)sizeof(float);
     const int rec = d->num_directions == 2 || B >= 2 * MIN_ROWS_PER_THREAD ||
-                    whh_bytes >= UNIT_SPLIT_BYTES ||
-                    (T == 1 && whh_bytes >= STEP_SPLIT_BYTES);
+                    whh_bytes >= UNIT_SPLIT_BYTES;
     const int proj = proj_flops >= MIN_PARALLEL_FLOPS;
     if (!rec && !proj) return 1;
     return requested;

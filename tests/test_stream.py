@@ -357,15 +357,16 @@ def test_stream_is_not_picklable_but_model_is():
 
 
 @pytest.mark.parametrize("layers,B", [
-    # recurrent weights of 32 KiB and more: a step is split across threads by units
+    # recurrent weights of 128 KiB and more: a step is split across threads by units
     ([drnn.LSTM(6, 128, seed=21), drnn.Dense(128, 3, seed=22)], 1),
-    ([drnn.LSTM(6, 48, 3, seed=28)], 3),                               # 36 KiB, a stack
-    ([drnn.GRU(6, 64, 2, seed=27)], 1),                                # 48 KiB
+    ([drnn.LSTM(6, 96, 3, seed=28)], 3),                               # 144 KiB, a stack
+    ([drnn.GRU(6, 112, 2, seed=27)], 1),                               # 147 KiB
     ([drnn.Embedding(30, 16, seed=23), drnn.GRU(16, 160, 2, seed=24)], 2),
     ([drnn.GRU(6, 160, seed=25, linear_before_reset=False)], 1),        # two-phase GRU
     ([drnn.LSTM(6, 128, proj_size=40, peepholes=True, seed=26)], 1),   # projection
-    # small: stays on one thread
+    # smaller: stays on one thread
     ([drnn.LSTM(6, 32, 2, seed=29)], 1),
+    ([drnn.GRU(6, 64, 2, seed=30)], 1),                                # 48 KiB
 ])
 def test_step_threads_give_the_same_bits(layers, B):
     model = drnn.DRNN(layers)

@@ -53,13 +53,14 @@ is never touched by two calls at once.
 
 ``model.stream(num_threads=1)``: each step() runs on the calling thread.
 With ``num_threads=2`` (or more; None: drnn's default), a step whose
-recurrent weights reach 32 KiB (an LSTM of about 45 units, a GRU of 50) is
+recurrent weights reach 128 KiB (an LSTM of about 91 units, a GRU of 105) is
 split across cores by hidden units, each streaming its share from its own
-cache (LSTM 128: 5.3 -> 3.5 us a step; 2-layer GRU 256: 36 -> 20 us;
-2-layer GRU 64: 2.4 -> 2.2 us) -- for steps
-called back to back (the pool's workers spin ~100 us between jobs; a step
-after a longer pause pays their wake-up).  Results are identical.  run()
-takes num_threads per call, like predict().
+cache (LSTM 128: 5.3 -> 3.6 us a step; 2-layer GRU 256: 36 -> 20 us) -- for
+steps called back to back (the pool's workers spin ~100 us between jobs; a
+step after a longer pause pays their wake-up).  Smaller steps stay on one
+thread: they gain little split, and lose ~2 us a step whenever the machine
+does not run both cores at once (csrc/sequence.c, UNIT_SPLIT_BYTES).
+Results are identical.  run() takes num_threads per call, like predict().
 """
 import numpy as np
 
