@@ -140,9 +140,12 @@ void DRNN_KERNEL(drnn_gemm)(int64_t M, int64_t N, int64_t K,
             const int init = k0 > 0 ? 0 : (accumulate ? 2 : 1);
             for (int64_t i = 0; i < M; ++i)
                 for (int64_t p = 0; p < panels;) {
-                    /* 8, 4, 2 or 1 panels: constants, so the sums stay in registers */
+                    /* Whole blocks of G panels (8 for G 4 or 1, 6 for G 3:
+                     * each pass reads whole rows of its blocks), then 4, 2
+                     * or 1: constants, so the sums stay in registers. */
                     const int64_t left = panels - p;
-                    const int np = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+                    const int wide = G == 3 ? 6 : 8;
+                    const int np = left >= wide ? wide : left >= 4 ? 4 : left >= 2 ? 2 : 1;
                     const float *B[NPR];
                     for (int j = 0; j < np; ++j) B[j] = panel_at(Bp, G, K, p + j, k0);
                     const float *bp = bias ? bias + p * VW : NULL;
@@ -151,6 +154,7 @@ void DRNN_KERNEL(drnn_gemm)(int64_t M, int64_t N, int64_t K,
                     const int64_t nc = N - p * VW;
                     switch (np) {
                     case 8: micro_row(8, kc, Ai, B, ldb, Ci, init, bp, nc); break;
+                    case 6: micro_row(6, kc, Ai, B, ldb, Ci, init, bp, nc); break;
                     case 4: micro_row(4, kc, Ai, B, ldb, Ci, init, bp, nc); break;
                     case 2: micro_row(2, kc, Ai, B, ldb, Ci, init, bp, nc); break;
                     default: micro_row(1, kc, Ai, B, ldb, Ci, init, bp, nc); break;
