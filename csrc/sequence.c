@@ -21,7 +21,8 @@
  *
  * Threads (pool.c).  When one thread must run a layer's time loop alone
  * (one direction, too few rows, small weights), the other threads project
- * the inputs ahead of it chunk by chunk instead of all before it.  The
+ * the inputs ahead of it chunk by chunk instead of all before it (the time
+ * loop projects a chunk itself when no helper has claimed it yet).  The
  * directions of a bidirectional layer run on two
  * teams of threads at once.  Within a team a direction is split by batch
  * rows (no synchronisation inside the time loop) when there are enough
@@ -141,8 +142,9 @@ static int plan_workspace(const drnn_rnn_desc *d, int64_t batch, int64_t steps, 
     p->ld_h = (int64_t)ld_h;
     p->rows_stride = rows_stride;
     size_t cur = 0;
-    /* Per chunk: claimed, then projected (see obtain_chunk). */
-    int ok = reserve(&cur, &p->chunks, 2 * ((T + PIPE_CHUNK - 1) / PIPE_CHUNK), sizeof(atomic_int)) &&
+    /* Two flags per chunk: claimed, projected (see obtain_chunk). */
+    const size_t nchunks = (T + PIPE_CHUNK - 1) / PIPE_CHUNK;
+    int ok = reserve(&cur, &p->chunks, 2 * nchunks, sizeof(atomic_int)) &&
              reserve(&cur, &p->views, (size_t)d->num_layers * D, sizeof(drnn_packed_layer)) &&
              reserve(&cur, &p->order, B, sizeof(int64_t)) &&
              reserve(&cur, &p->x_rows, rows_ptrs, sizeof(float *));
