@@ -144,10 +144,13 @@ void drnn_cpu_relax(void)
     CPU_RELAX();
 }
 
+/* Before the job's threads start: drnn_parallel's release of the job
+ * publishes it, so plain (relaxed) stores do (a locked exchange each cost
+ * ~30 ns of every stream step). */
 void drnn_barrier_init(drnn_barrier *b, int count)
 {
-    atomic_store(&b->waiting, 0);
-    atomic_store(&b->phase, 0);
+    atomic_store_explicit(&b->waiting, 0, memory_order_relaxed);
+    atomic_store_explicit(&b->phase, 0, memory_order_relaxed);
     b->count = count;
 }
 
