@@ -435,7 +435,10 @@ cdef class StreamEngine:
 
     stages: list of ("embed", weight (N, dim)), ("rnn", RecurrentStack,
     last_only) and ("dense", DenseKernel, (name, alpha, beta), softmax), in
-    model order; batch_size >= 1.
+    model order; batch_size >= 1; scratch_per_row_step: the workspace and
+    layer-output bytes one more step of one sequence adds
+    (DRNN._scratch_per_row_step; 0 without recurrent stages), which sizes
+    run()'s slices.
     """
     cdef _stage *st
     cdef int n
@@ -450,6 +453,7 @@ cdef class StreamEngine:
     cdef float *bufp[2]
     cdef readonly int64_t buf_floats
     cdef int64_t max_w
+    cdef double row_step
 
     def __cinit__(self, *args, **kwargs):
         self.st = NULL
@@ -458,7 +462,7 @@ cdef class StreamEngine:
     def __dealloc__(self):
         free(self.st)
 
-    def __init__(self, stages, int64_t batch_size):
+    def __init__(self, stages, int64_t batch_size, double scratch_per_row_step=0.0):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1, got %d" % batch_size)
         if self.st != NULL:
@@ -477,6 +481,7 @@ cdef class StreamEngine:
         self.parity = 0
         self.busy = 0
         self.step_threads = 1
+        self.row_step = scratch_per_row_step
         cdef int i, p
         cdef _stage *s
         cdef RecurrentStack rs
@@ -726,21 +731,10 @@ cdef class StreamEngine:
         _check(rc)
         return out
 
-    cdef int64_t _slice_steps(self, int nthreads) except -1:
+    cdef int64_t _slice_steps(self):
         """Steps per run() slice: RUN_SLICE_BYTES over the scratch one step adds
-        (workspace growth over 64 steps, smoothing its 64-byte alignment)."""
-        cdef int i, err = 0
-        cdef size_t one, more, most = 0
-        for i in range(self.n):
-            if self.st[i].kind == _ST_RNN:
-                one = drnn_rnn_workspace_size(self.st[i].desc, self.batch_size, 1, nthreads, &err)
-                _check(err)
-                more = drnn_rnn_workspace_size(self.st[i].desc, self.batch_size, 65, nthreads,
-                                               &err)
-                _check(err)
-                if more - one > most:
-                    most = more - one
-        cdef double per_step = most / 64.0 + 2 * self.batch_size * self.max_w * sizeof(float)
+        (the model's figure plus the second activation buffer)."""
+        cdef double per_step = self.batch_size * (self.row_step + self.max_w * sizeof(float))
         return max(1, <int64_t>(RUN_SLICE_BYTES / per_step))
 
     def run(self, chunk, num_threads=None, out=None):
@@ -771,7 +765,7 @@ cdef class StreamEngine:
             y = result[None] if unbatched else result
         if T == 0:
             return result
-        cdef int64_t step = self._slice_steps(nthreads), t0, t1, n
+        cdef int64_t step = self._slice_steps(), t0, t1, n
         cdef int rc = DRNN_OK
         cdef const float *xp
         cdef const int64_t *ip

@@ -111,7 +111,8 @@ class Stream(_core.StreamEngine):
                 or num_threads < 1:
             raise ValueError(f"stream: num_threads must be an integer >= 1 or None, got "
                              f"{num_threads!r}")
-        _core.StreamEngine.__init__(self, _stages(model), int(batch_size))
+        _core.StreamEngine.__init__(self, _stages(model), int(batch_size),
+                                    model._slice_row_step or 0.0)
         self._set_step_threads(int(num_threads))
         self.model = model
         self._rec = [model.layers[i] for i in model._recurrent]
